@@ -1,0 +1,141 @@
+"""Settings read from the environment, checked once at start-up.
+
+Defaults live here; secrets only ever come from the environment (or `.env`).
+A missing or malformed required setting raises `ConfigError` with one line naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_DATABASE_URL = "sqlite:///refunds.db"
+DEFAULT_AUTO_APPROVE_THRESHOLD = 5000
+MIN_SECRET_LENGTH = 16
+
+
+class ConfigError(Exception):
+    """A required setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs to run. Secrets are excluded from `repr`."""
+
+    stripe_secret_key: str = field(repr=False)
+    intake_token: str = field(repr=False)
+    database_url: str = DEFAULT_DATABASE_URL
+    stripe_api_base: str | None = None
+    stripe_max_network_retries: int = 2
+    stripe_timeout_seconds: float = 20.0
+    auto_approve_threshold: int = DEFAULT_AUTO_APPROVE_THRESHOLD
+    slack_webhook_url: str | None = field(default=None, repr=False)
+    worker_in_process: bool = True
+    worker_poll_seconds: float = 1.0
+    public_base_url: str | None = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _require(env: Mapping[str, str], name: str, hint: str) -> str:
+    value = _get(env, name)
+    if value is None:
+        raise ConfigError(f"{name} is not set: {hint}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    value = _get(env, name)
+    if value is not None and not value.startswith(schemes):
+        # Never echo the value: webhook URLs are secrets.
+        raise ConfigError(f"{name} must start with {' or '.join(schemes)}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build `Settings` from `env` (default: `os.environ`), then apply `overrides`.
+
+    Raises `ConfigError` naming the first missing or malformed variable.
+    """
+    env = os.environ if env is None else env
+    stripe_key = _require(
+        env, "STRIPE_SECRET_KEY", "set it to your Stripe secret key (sk_live_... or sk_test_...)"
+    )
+    if not stripe_key.startswith(("sk_", "rk_")):
+        raise ConfigError("STRIPE_SECRET_KEY must be a Stripe secret or restricted key (sk_... or rk_...)")
+    intake_token = _require(
+        env, "INTAKE_TOKEN", "set it to the secret your support tool sends as 'Authorization: Bearer ...'"
+    )
+    if len(intake_token) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"INTAKE_TOKEN must be at least {MIN_SECRET_LENGTH} characters long")
+    database_url = _get(env, "DATABASE_URL") or DEFAULT_DATABASE_URL
+    if not database_url.startswith(("sqlite", "postgresql")):
+        raise ConfigError("DATABASE_URL must be a sqlite:/// or postgresql+psycopg:// URL")
+    settings = Settings(
+        stripe_secret_key=stripe_key,
+        intake_token=intake_token,
+        database_url=database_url,
+        stripe_api_base=_url(env, "STRIPE_API_BASE", ("http://", "https://")),
+        stripe_max_network_retries=_int(env, "STRIPE_MAX_NETWORK_RETRIES", 2, minimum=0),
+        stripe_timeout_seconds=_float(env, "STRIPE_TIMEOUT_SECONDS", 20.0),
+        auto_approve_threshold=_int(
+            env, "AUTO_APPROVE_THRESHOLD", DEFAULT_AUTO_APPROVE_THRESHOLD, minimum=0
+        ),
+        slack_webhook_url=_url(env, "SLACK_WEBHOOK_URL", ("https://", "http://")),
+        worker_in_process=_bool(env, "WORKER_IN_PROCESS", True),
+        worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 1.0),
+        public_base_url=_url(env, "PUBLIC_BASE_URL", ("https://", "http://")),
+    )
+    if overrides:
+        settings = Settings(**{**settings.__dict__, **overrides})
+    return settings

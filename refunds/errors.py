@@ -1,0 +1,85 @@
+"""Domain exceptions. Each carries a stable snake_case `code` and a sentence for a person.
+
+They name what went wrong in refund terms; the HTTP layer alone decides status codes.
+"""
+
+from __future__ import annotations
+
+
+class RefundError(Exception):
+    """Base class: `code` is a stable machine name, `str(exc)` a sentence for a person."""
+
+    code = "refund_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ChargeNotFound(RefundError):
+    code = "charge_not_found"
+
+
+class ChargeAlreadyRefunded(RefundError):
+    code = "charge_already_refunded"
+
+
+class ExceedsRefundable(RefundError):
+    code = "amount_exceeds_refundable"
+
+
+class ChargeDisputed(RefundError):
+    code = "charge_disputed"
+
+
+class ChargeNotRefundable(RefundError):
+    code = "charge_not_refundable"
+
+
+class StripeRefused(RefundError):
+    """Stripe refused the refund for good; `code` is Stripe's own error code."""
+
+    code = "stripe_refused"
+
+
+class StripeUnavailable(RefundError):
+    """Stripe could not be reached or failed on its side; the same call may succeed later."""
+
+    code = "stripe_unavailable"
+
+
+class StripeMisconfigured(RefundError):
+    """Stripe rejected our credentials or our request shape: an operator must act."""
+
+    code = "stripe_misconfigured"
+
+
+class RequestNotFound(RefundError):
+    code = "not_found"
+
+
+class NotPending(RefundError):
+    """The request is no longer waiting for a decision; `status` is where it is now."""
+
+    code = "not_pending"
+
+    def __init__(self, message: str, *, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class IdempotencyMismatch(RefundError):
+    code = "idempotency_mismatch"
+
+
+class ApproverExists(RefundError):
+    code = "approver_exists"
+
+
+class ApproverNotFound(RefundError):
+    code = "approver_not_found"

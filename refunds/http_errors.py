@@ -1,0 +1,55 @@
+"""One JSON error shape for every error: `{"error": "<code>", "message": "<sentence>"}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from .errors import RefundError
+
+# Domain codes the HTTP layer knows; any other refusal from Stripe is a conflict with the charge.
+STATUS_BY_CODE = {
+    "invalid_json": 400,
+    "invalid_request": 400,
+    "unauthorized": 401,
+    "charge_not_found": 404,
+    "not_found": 404,
+    "not_pending": 409,
+    "charge_already_refunded": 409,
+    "amount_exceeds_refundable": 409,
+    "charge_disputed": 409,
+    "idempotency_mismatch": 422,
+    "stripe_unavailable": 502,
+    "stripe_misconfigured": 502,
+}
+DEFAULT_REFUSAL_STATUS = 409
+
+
+def error_response(code: str, message: str, status: int | None = None, **extra: Any) -> tuple[Response, int]:
+    """The JSON error body and its status (looked up from `code` unless given)."""
+    body: dict[str, Any] = {"error": code, "message": message, **extra}
+    return jsonify(body), status or STATUS_BY_CODE.get(code, DEFAULT_REFUSAL_STATUS)
+
+
+def domain_error_response(exc: RefundError, **extra: Any) -> tuple[Response, int]:
+    return error_response(exc.code, exc.message, **extra)
+
+
+def register(app: Flask) -> None:
+    """Turn every HTTP error (404 route, 405 method, 413 ...) and every crash into the JSON shape."""
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> tuple[Response, int]:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(code, exc.description or exc.name, exc.code or 500)
+
+    @app.errorhandler(RefundError)
+    def _domain(exc: RefundError) -> tuple[Response, int]:
+        return domain_error_response(exc)
+
+    @app.errorhandler(Exception)
+    def _crash(exc: Exception) -> tuple[Response, int]:
+        app.logger.exception("unhandled error")
+        return error_response("internal_error", "Something went wrong on our side; nothing was lost, try again.", 500)

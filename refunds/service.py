@@ -1,0 +1,471 @@
+"""Refund use cases: request, approve, reject, execute, and read back.
+
+Each state change is one short transaction that also writes its audit row and its outbox
+message. No Stripe or Slack call ever happens while a transaction is open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row
+from sqlalchemy.exc import IntegrityError
+
+from . import store
+from .db import Database
+from .errors import (
+    ChargeAlreadyRefunded,
+    ChargeDisputed,
+    ExceedsRefundable,
+    IdempotencyMismatch,
+    NotPending,
+    RefundError,
+    RequestNotFound,
+    StripeMisconfigured,
+    StripeUnavailable,
+)
+from .money import Money
+from .policy import Action, Policy, decide
+from .stripe_gateway import ChargeInfo, RefundGateway, RefundParams
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RefundCommand:
+    """A validated refund request from the support tool. Exactly one of the two ids is set."""
+
+    charge_id: str | None = None
+    payment_intent_id: str | None = None
+    amount: int | None = None
+    reason: str = "requested_by_customer"
+    product: str | None = None
+    customer_email: str | None = None
+    ticket_id: str | None = None
+    note: str | None = None
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acted, and through which channel (api, cli, worker)."""
+
+    name: str
+    channel: str = "api"
+
+
+INTAKE = Actor("intake", "api")
+WORKER = Actor("worker", "worker")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Where a request stands after a call.
+
+    `status` is one of: auto_approved, pending_approval, approved, rejected, processing, failed.
+    For failed, `error` is the domain exception that explains why.
+    """
+
+    status: str
+    request_id: int
+    pending_id: int | None = None
+    refund_id: str | None = None
+    error: RefundError | None = None
+
+
+class RefundService:
+    """The refund use cases over a database and a refund gateway (Stripe, or a fake in tests)."""
+
+    def __init__(
+        self,
+        db: Database,
+        gateway: RefundGateway,
+        policy: Policy,
+        *,
+        clock: Clock = utcnow,
+        execution_lease: timedelta = timedelta(seconds=120),
+        duplicate_wait_seconds: float = 15.0,
+    ) -> None:
+        self.db = db
+        self.gateway = gateway
+        self.policy = policy
+        self.clock = clock
+        self.execution_lease = execution_lease
+        self.duplicate_wait_seconds = duplicate_wait_seconds
+
+    # -- intake -------------------------------------------------------------------------
+
+    def request_refund(self, command: RefundCommand, *, idempotency_key: str | None = None) -> Outcome:
+        """Accept a refund request: execute it now if the policy allows, else queue it.
+
+        Raises ChargeNotFound, ChargeAlreadyRefunded, ExceedsRefundable, ChargeDisputed
+        (nothing is recorded), IdempotencyMismatch, StripeUnavailable or StripeMisconfigured
+        (when the charge cannot be read; nothing is recorded).
+        Returns auto_approved, pending_approval, processing (Stripe is retried in the
+        background) or failed (Stripe refused the refund).
+        """
+        fingerprint = command.fingerprint()
+        if idempotency_key is not None:
+            replay = self._replay(idempotency_key, fingerprint)
+            if replay is not None:
+                return replay
+
+        charge = self.gateway.get_charge(
+            charge_id=command.charge_id, payment_intent_id=command.payment_intent_id
+        )
+        amount = check_refundable(charge, command.amount)
+        refund = Money(amount, charge.currency)
+        decision = decide(refund, self.policy)
+        try:
+            request_id, pending_id = self._record(command, charge, refund, decision.action.value,
+                                                  decision.explanation, fingerprint, idempotency_key)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            # A concurrent duplicate won the race to insert: answer as it does.
+            replay = self._replay(idempotency_key, fingerprint)
+            assert replay is not None
+            return replay
+        if pending_id is not None:
+            return Outcome("pending_approval", request_id, pending_id=pending_id)
+        outcome = self.execute(request_id)
+        if outcome.status == "succeeded":
+            return Outcome("auto_approved", request_id, refund_id=outcome.refund_id)
+        return outcome
+
+    def _record(
+        self,
+        command: RefundCommand,
+        charge: ChargeInfo,
+        refund: Money,
+        action: str,
+        explanation: str,
+        fingerprint: str,
+        idempotency_key: str | None,
+    ) -> tuple[int, int | None]:
+        now = self.clock()
+        auto = action == Action.AUTO_APPROVE.value
+        with self.db.transaction() as conn:
+            request_id = store.insert_request(conn, {
+                "idempotency_key": idempotency_key,
+                "body_fingerprint": fingerprint,
+                "charge_id": charge.charge_id,
+                "payment_intent_id": command.payment_intent_id,
+                "amount": refund.amount,
+                "currency": refund.currency,
+                "reason": command.reason,
+                "product": command.product,
+                "customer_email": command.customer_email,
+                "ticket_id": command.ticket_id,
+                "note": command.note,
+                "status": "executing" if auto else "pending_approval",
+                "decision": action,
+                "policy_explanation": explanation,
+                "requested_by": INTAKE.name,
+                "attempts": 0,
+                "next_attempt_at": now + self.execution_lease if auto else None,
+                "created_at": now,
+                "updated_at": now,
+            })
+            # Derived from our own request id, stored before any Stripe call: every retry,
+            # restart or worker sends this same key. The suffix keeps two databases (staging
+            # and production on one Stripe account) from ever sharing a key.
+            store.update_request(
+                conn, request_id,
+                stripe_idempotency_key=f"refund-request-{request_id}-{secrets.token_hex(6)}",
+            )
+            store.add_audit(conn, request_id, at=now, action="requested", actor=INTAKE.name,
+                            channel=INTAKE.channel, detail=explanation)
+            pending_id = None
+            if not auto:
+                pending_id = store.insert_pending(conn, {
+                    "request_id": request_id,
+                    "charge_id": charge.charge_id,
+                    "amount": refund.amount,
+                    "currency": refund.currency,
+                    "reason": command.reason,
+                    "requested_at": now,
+                    "status": "pending",
+                })
+                row = store.get_request(conn, request_id)
+                assert row is not None
+                store.enqueue(conn, request_id=request_id, kind="needs_approval", at=now,
+                              payload=_message(row, pending_id=pending_id))
+        return request_id, pending_id
+
+    def _replay(self, idempotency_key: str, fingerprint: str) -> Outcome | None:
+        """The answer already given for `idempotency_key`, or None if the key is new.
+
+        While a concurrent duplicate is still executing, waits a little for its result.
+        """
+        deadline = time.monotonic() + self.duplicate_wait_seconds
+        while True:
+            with self.db.transaction() as conn:
+                row = store.get_request_by_idempotency_key(conn, idempotency_key)
+                if row is None:
+                    return None
+                if row.body_fingerprint != fingerprint:
+                    raise IdempotencyMismatch(
+                        "This Idempotency-Key was already used with a different request body."
+                    )
+                outcome = self._intake_outcome(conn, row)
+            if outcome.status != "processing" or row.attempts > 0 or time.monotonic() >= deadline:
+                return outcome
+            time.sleep(0.05)
+
+    def _intake_outcome(self, conn: Connection, row: Row[Any]) -> Outcome:
+        """The intake's answer for a stored request: the first answer, or where it got to since."""
+        if row.decision == Action.NEEDS_APPROVAL.value:
+            pending = store.get_pending_for_request(conn, row.id)
+            return Outcome("pending_approval", row.id, pending_id=pending.id if pending else None)
+        return _execution_outcome(row, success="auto_approved")
+
+    # -- approval queue -----------------------------------------------------------------
+
+    def approve(self, pending_id: int, actor: Actor) -> Outcome:
+        """Approve a pending refund and execute it. Only the first approval acts.
+
+        Raises RequestNotFound or NotPending (with the current status).
+        Returns approved, processing or failed.
+        """
+        now = self.clock()
+        with self.db.transaction() as conn:
+            pending = self._decide(conn, pending_id, "approved", actor, now, note=None)
+            store.update_request(conn, pending.request_id, expect_status="pending_approval",
+                                 status="executing", next_attempt_at=now + self.execution_lease,
+                                 updated_at=now)
+            store.add_audit(conn, pending.request_id, at=now, action="approved", actor=actor.name,
+                            channel=actor.channel)
+        outcome = self.execute(pending.request_id)
+        if outcome.status == "succeeded":
+            return Outcome("approved", outcome.request_id, pending_id=pending_id, refund_id=outcome.refund_id)
+        return outcome
+
+    def reject(self, pending_id: int, actor: Actor, note: str | None) -> Outcome:
+        """Reject a pending refund; nothing is sent to Stripe. Raises RequestNotFound or NotPending."""
+        now = self.clock()
+        with self.db.transaction() as conn:
+            pending = self._decide(conn, pending_id, "rejected", actor, now, note=note)
+            store.update_request(conn, pending.request_id, expect_status="pending_approval",
+                                 status="rejected", resolved_at=now, updated_at=now)
+            store.add_audit(conn, pending.request_id, at=now, action="rejected", actor=actor.name,
+                            channel=actor.channel, detail=note)
+            row = store.get_request(conn, pending.request_id)
+            assert row is not None
+            store.enqueue(conn, request_id=row.id, kind="rejected", at=now,
+                          payload=_message(row, actor=actor.name, note=note))
+        return Outcome("rejected", pending.request_id, pending_id=pending_id)
+
+    def _decide(self, conn: Connection, pending_id: int, status: str, actor: Actor,
+                now: datetime, note: str | None) -> Row[Any]:
+        pending = store.get_pending(conn, pending_id)
+        if pending is None:
+            raise RequestNotFound(f"No pending refund with id {pending_id}.")
+        if not store.decide_pending(conn, pending_id, status=status, decided_by=actor.name, at=now, note=note):
+            current = store.get_pending(conn, pending_id)
+            assert current is not None
+            raise NotPending(
+                f"Pending refund {pending_id} is already {current.status} (by {current.decided_by}).",
+                status=current.status,
+            )
+        return pending
+
+    # -- execution ----------------------------------------------------------------------
+
+    def execute(self, request_id: int) -> Outcome:
+        """Send the stored refund to Stripe with its stored idempotency key and record the result.
+
+        The caller must hold the execution lease (it moved the request to `executing`).
+        Returns succeeded, failed (Stripe refused for good) or processing (retry later).
+        """
+        with self.db.transaction() as conn:
+            row = store.get_request(conn, request_id)
+        if row is None or row.status != "executing":
+            raise RequestNotFound(f"Refund request {request_id} is not executing.")
+        params = RefundParams(
+            charge_id=row.charge_id,
+            payment_intent_id=row.payment_intent_id,
+            amount=row.amount,
+            reason=row.reason,
+            idempotency_key=row.stripe_idempotency_key,
+            metadata=_stripe_metadata(row),
+        )
+        try:
+            refund = self.gateway.create_refund(params)
+        except (StripeUnavailable, StripeMisconfigured) as exc:
+            return self._retry_later(row, exc)
+        except RefundError as exc:
+            return self._fail(row, exc)
+        now = self.clock()
+        with self.db.transaction() as conn:
+            if not store.update_request(conn, row.id, expect_status="executing", status="succeeded",
+                                        stripe_refund_id=refund.refund_id, resolved_at=now,
+                                        updated_at=now, next_attempt_at=None, error_code=None,
+                                        error_message=None):
+                # Someone else (a retrying worker) recorded this same refund first.
+                current = store.get_request(conn, row.id)
+                assert current is not None
+                return _execution_outcome(current, success="succeeded")
+            pending = store.get_pending_for_request(conn, row.id)
+            approver = pending.decided_by if pending is not None else None
+            store.insert_log(conn, {
+                "refund_id": refund.refund_id,
+                "request_id": row.id,
+                "charge_id": refund.charge_id,
+                "amount": refund.amount,
+                "currency": refund.currency,
+                "status": refund.status,
+                "processed_at": now,
+                "reason": row.reason,
+                "decision": "approved" if approver else "auto_approved",
+                "approved_by": approver,
+                "product": row.product,
+            })
+            store.add_audit(conn, row.id, at=now, action="refunded", actor="stripe", channel="worker",
+                            detail=f"{refund.refund_id} ({refund.status})")
+            store.enqueue(conn, request_id=row.id, kind="approved" if approver else "auto_approved",
+                          at=now, payload=_message(row, refund_id=refund.refund_id, actor=approver))
+        log.info("refund request %s executed as %s (%s)", row.id, refund.refund_id, refund.status)
+        return Outcome("succeeded", row.id, refund_id=refund.refund_id)
+
+    def _fail(self, row: Row[Any], error: RefundError) -> Outcome:
+        now = self.clock()
+        with self.db.transaction() as conn:
+            if store.update_request(conn, row.id, expect_status="executing", status="failed",
+                                    error_code=error.code, error_message=error.message,
+                                    resolved_at=now, updated_at=now, next_attempt_at=None):
+                store.add_audit(conn, row.id, at=now, action="failed", actor="stripe", channel="worker",
+                                detail=f"{error.code}: {error.message}")
+                store.enqueue(conn, request_id=row.id, kind="failed", at=now,
+                              payload=_message(row, error_code=error.code, error_message=error.message))
+        log.warning("refund request %s failed at Stripe: %s", row.id, error.code)
+        return Outcome("failed", row.id, error=error)
+
+    def _retry_later(self, row: Row[Any], error: RefundError) -> Outcome:
+        now = self.clock()
+        delay = retry_delay(row.attempts)
+        with self.db.transaction() as conn:
+            store.update_request(conn, row.id, expect_status="executing", error_code=error.code,
+                                 error_message=error.message, next_attempt_at=now + delay,
+                                 attempts=row.attempts + 1, updated_at=now)
+        log.warning("refund request %s not executed yet (%s); retrying in %ss",
+                    row.id, error.code, int(delay.total_seconds()))
+        return Outcome("processing", row.id)
+
+    def retry_due(self, limit: int = 20) -> int:
+        """Execute requests whose lease ran out (a crash, or a transient Stripe failure).
+
+        Safe with several workers: each request is claimed with a guarded update, and Stripe
+        sees the request's stored idempotency key every time. Returns how many were tried.
+        """
+        now = self.clock()
+        with self.db.transaction() as conn:
+            due = store.due_executions(conn, now, limit)
+        tried = 0
+        for request_id in due:
+            with self.db.transaction() as conn:
+                claimed = store.claim_execution(conn, request_id, now, self.execution_lease)
+            if claimed:
+                tried += 1
+                self.execute(request_id)
+        return tried
+
+    # -- reading ------------------------------------------------------------------------
+
+    def pending(self, limit: int = 500) -> list[dict[str, Any]]:
+        """The approval queue, oldest first, as plain dicts with money as `Money`."""
+        with self.db.transaction() as conn:
+            rows = store.list_pending(conn, limit)
+        return [dict(row._mapping) for row in rows]
+
+    def history(self, request_id: int) -> dict[str, Any]:
+        """One request with its approval, Stripe refunds and audit trail. Raises RequestNotFound."""
+        with self.db.transaction() as conn:
+            row = store.get_request(conn, request_id)
+            if row is None:
+                raise RequestNotFound(f"No refund request with id {request_id}.")
+            return {
+                "request": dict(row._mapping),
+                "pending": _mapping_or_none(store.get_pending_for_request(conn, request_id)),
+                "refunds": [dict(r._mapping) for r in store.log_rows_for_request(conn, request_id)],
+                "history": [dict(r._mapping) for r in store.audit_for_request(conn, request_id)],
+            }
+
+
+def check_refundable(charge: ChargeInfo, requested: int | None) -> int:
+    """The amount to refund: `requested`, or all that remains when None.
+
+    Raises ChargeDisputed, ChargeAlreadyRefunded or ExceedsRefundable for what Stripe would refuse.
+    """
+    remaining = Money(charge.remaining, charge.currency)
+    if charge.disputed:
+        raise ChargeDisputed(
+            f"Charge {charge.charge_id} is disputed; it cannot be refunded while the dispute is open."
+        )
+    if remaining.amount == 0:
+        raise ChargeAlreadyRefunded(f"Charge {charge.charge_id} is already fully refunded.")
+    if requested is None:
+        return remaining.amount
+    if requested > remaining.amount:
+        raise ExceedsRefundable(
+            f"{Money(requested, charge.currency)} is more than the {remaining} that remains refundable"
+            f" on charge {charge.charge_id}."
+        )
+    return requested
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Backoff between background attempts: 5 s, 10 s, 20 s ... capped at 10 minutes."""
+    return timedelta(seconds=min(5 * 2 ** max(attempts, 0), 600))
+
+
+def _execution_outcome(row: Row[Any], *, success: str) -> Outcome:
+    if row.status == "succeeded":
+        return Outcome(success, row.id, refund_id=row.stripe_refund_id)
+    if row.status == "failed":
+        return Outcome("failed", row.id, error=RefundError(row.error_message or "", code=row.error_code))
+    return Outcome("processing", row.id)
+
+
+def _stripe_metadata(row: Row[Any]) -> dict[str, str]:
+    metadata = {"refund_request_id": str(row.id), "source": "refund-service"}
+    if row.ticket_id:
+        metadata["ticket_id"] = str(row.ticket_id)[:500]
+    return metadata
+
+
+def _message(row: Row[Any], **extra: Any) -> dict[str, Any]:
+    """The facts a notification needs, frozen at the moment of the state change."""
+    facts = {
+        "request_id": row.id,
+        "charge_id": row.charge_id,
+        "amount": row.amount,
+        "currency": row.currency,
+        "reason": row.reason,
+        "product": row.product,
+        "customer_email": row.customer_email,
+        "ticket_id": row.ticket_id,
+        "policy_explanation": row.policy_explanation,
+    }
+    facts.update({k: v for k, v in extra.items() if v is not None})
+    return facts
+
+
+def _mapping_or_none(row: Row[Any] | None) -> dict[str, Any] | None:
+    return dict(row._mapping) if row is not None else None

@@ -1,0 +1,171 @@
+"""The Stripe adapter: the only module that imports `stripe`.
+
+It speaks in plain data (`ChargeInfo`, `RefundInfo`) and domain exceptions, so the service
+never sees a Stripe object and tests can pass a fake with the same two methods.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import stripe
+
+from .errors import (
+    ChargeNotFound,
+    RefundError,
+    StripeMisconfigured,
+    StripeRefused,
+    StripeUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+# Stripe codes that mean "try the same call again later", even though they arrive as 4xx.
+TRANSIENT_CODES = frozenset({"rate_limit", "lock_timeout", "idempotency_key_in_use"})
+
+
+@dataclass(frozen=True)
+class ChargeInfo:
+    """What we need to know about a charge before refunding it. Amounts in minor units."""
+
+    charge_id: str
+    amount: int
+    amount_refunded: int
+    currency: str
+    disputed: bool
+    refunded: bool
+    payment_intent_id: str | None = None
+
+    @property
+    def remaining(self) -> int:
+        return max(self.amount - self.amount_refunded, 0)
+
+
+@dataclass(frozen=True)
+class RefundInfo:
+    refund_id: str
+    charge_id: str
+    amount: int
+    currency: str
+    status: str
+
+
+@dataclass(frozen=True)
+class RefundParams:
+    """Exactly what is sent to Stripe to create one refund, with the key that makes it once-only."""
+
+    charge_id: str
+    amount: int
+    reason: str
+    idempotency_key: str
+    payment_intent_id: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+class RefundGateway(Protocol):
+    def get_charge(self, *, charge_id: str | None = None, payment_intent_id: str | None = None) -> ChargeInfo: ...
+
+    def create_refund(self, params: RefundParams) -> RefundInfo: ...
+
+
+class StripeGateway:
+    """`RefundGateway` over a `stripe.StripeClient` with explicit retries.
+
+    Raises `ChargeNotFound`, `StripeRefused` (final, with Stripe's code), `StripeUnavailable`
+    (transient: the same call may succeed later) or `StripeMisconfigured` (our key or request).
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        api_base: str | None = None,
+        max_network_retries: int = 2,
+        timeout_seconds: float = 20.0,
+    ) -> None:
+        base_addresses: dict[str, str] = {"api": api_base.rstrip("/")} if api_base else {}
+        self._client = stripe.StripeClient(
+            api_key,
+            max_network_retries=max_network_retries,
+            base_addresses=base_addresses,  # type: ignore[arg-type]
+            http_client=stripe.RequestsClient(timeout=timeout_seconds),
+        )
+
+    def get_charge(self, *, charge_id: str | None = None, payment_intent_id: str | None = None) -> ChargeInfo:
+        """The charge named by `charge_id`, or the latest charge of `payment_intent_id`."""
+        if payment_intent_id is not None:
+            intent = self._call("retrieve payment intent", self._client.v1.payment_intents.retrieve, payment_intent_id)
+            latest = intent.get("latest_charge")
+            if not latest:
+                raise ChargeNotFound(f"Payment intent {payment_intent_id} has no charge to refund.")
+            charge_id = latest if isinstance(latest, str) else latest["id"]
+        if charge_id is None:
+            raise ValueError("get_charge needs charge_id or payment_intent_id")
+        charge = self._call("retrieve charge", self._client.v1.charges.retrieve, charge_id)
+        intent_id = charge.get("payment_intent")
+        return ChargeInfo(
+            charge_id=charge["id"],
+            amount=int(charge["amount"]),
+            amount_refunded=int(charge.get("amount_refunded") or 0),
+            currency=str(charge["currency"]).lower(),
+            disputed=bool(charge.get("disputed")),
+            refunded=bool(charge.get("refunded")),
+            payment_intent_id=intent_id if isinstance(intent_id, str) else payment_intent_id,
+        )
+
+    def create_refund(self, params: RefundParams) -> RefundInfo:
+        """Create the refund; the same `params.idempotency_key` never creates a second one."""
+        body: dict[str, Any] = {"amount": params.amount, "reason": params.reason}
+        if params.payment_intent_id:
+            body["payment_intent"] = params.payment_intent_id
+        else:
+            body["charge"] = params.charge_id
+        if params.metadata:
+            body["metadata"] = params.metadata
+        refund = self._call(
+            "create refund",
+            self._client.v1.refunds.create,
+            params=body,
+            options={"idempotency_key": params.idempotency_key},
+        )
+        return RefundInfo(
+            refund_id=refund["id"],
+            charge_id=str(refund.get("charge") or params.charge_id),
+            amount=int(refund["amount"]),
+            currency=str(refund["currency"]).lower(),
+            status=str(refund.get("status") or "pending"),
+        )
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except stripe.StripeError as exc:
+            error = translate(exc)
+            log.warning(
+                "stripe %s failed: %s (%s, http %s, request %s)",
+                what, error.code, type(exc).__name__, exc.http_status, exc.request_id,
+            )
+            raise error from None
+
+
+def translate(exc: stripe.StripeError) -> RefundError:
+    """Map a stripe-python exception to the domain exception the service handles.
+
+    Messages are Stripe's user-facing text, which never contains our key.
+    """
+    code = exc.code or ""
+    message = exc.user_message or "Stripe returned an error."
+    if isinstance(exc, (stripe.APIConnectionError, stripe.RateLimitError)) or code in TRANSIENT_CODES:
+        return StripeUnavailable("Stripe could not be reached or is busy; try again shortly.")
+    if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
+        return StripeMisconfigured("Stripe rejected the service's API key; an operator must fix STRIPE_SECRET_KEY.")
+    if isinstance(exc, stripe.IdempotencyError):
+        return StripeMisconfigured("Stripe saw this idempotency key used with different parameters.")
+    if code == "resource_missing":
+        return ChargeNotFound(message)
+    if isinstance(exc, stripe.InvalidRequestError) or isinstance(exc, stripe.CardError):
+        return StripeRefused(message, code=code or "stripe_refused")
+    # APIError and anything unknown: Stripe failed on its side.
+    return StripeUnavailable("Stripe failed to answer the request; try again shortly.")

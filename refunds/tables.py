@@ -1,0 +1,170 @@
+"""The database schema as SQLAlchemy Core tables. Migrations in `migrations/` create exactly this.
+
+`pending_refunds` and `refund_log` keep the columns of the original article so that its
+queries still work; everything else is added beside them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes: `timestamptz` on PostgreSQL, ISO 8601 text on SQLite.
+
+    SQLite has no date type; storing `2026-11-26T10:39:25.123Z` keeps the column readable
+    with `sqlite3` and sortable as text.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(32))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+refund_requests = Table(
+    "refund_requests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("idempotency_key", String(255), unique=True),
+    Column("body_fingerprint", String(64), nullable=False),
+    Column("charge_id", String(255), nullable=False),
+    Column("payment_intent_id", String(255)),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("product", String(200)),
+    Column("customer_email", String(320)),
+    Column("ticket_id", String(200)),
+    Column("note", Text),
+    # pending_approval -> executing -> succeeded | failed; pending_approval -> rejected
+    Column("status", String(32), nullable=False),
+    Column("decision", String(32), nullable=False),
+    Column("policy_explanation", Text, nullable=False),
+    Column("requested_by", String(100), nullable=False),
+    Column("stripe_idempotency_key", String(255), unique=True),
+    Column("stripe_refund_id", String(255), unique=True),
+    Column("error_code", String(100)),
+    Column("error_message", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime),
+    # Execution lease and retry schedule while status is `executing`.
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime),
+)
+Index("ix_refund_requests_status", refund_requests.c.status)
+Index("ix_refund_requests_charge_id", refund_requests.c.charge_id)
+
+pending_refunds = Table(
+    "pending_refunds",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("request_id", Integer, ForeignKey("refund_requests.id"), nullable=False, unique=True),
+    Column("charge_id", String(255), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("status", String(32), nullable=False),  # pending | approved | rejected
+    Column("decided_by", String(100)),
+    Column("decided_at", UTCDateTime),
+    Column("decision_note", Text),
+)
+Index("ix_pending_refunds_status", pending_refunds.c.status, pending_refunds.c.requested_at)
+
+refund_log = Table(
+    "refund_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("refund_id", String(255), nullable=False, unique=True),
+    Column("request_id", Integer, ForeignKey("refund_requests.id")),
+    Column("charge_id", String(255), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(32), nullable=False),  # Stripe's refund status
+    Column("processed_at", UTCDateTime, nullable=False),
+    Column("reason", String(32)),
+    Column("decision", String(32)),  # auto_approved | approved
+    Column("approved_by", String(100)),
+    Column("product", String(200)),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("request_id", Integer, ForeignKey("refund_requests.id"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("action", String(50), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("channel", String(20), nullable=False),  # api | cli | worker
+    Column("detail", Text),
+)
+Index("ix_audit_log_request_id", audit_log.c.request_id, audit_log.c.id)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("request_id", Integer, ForeignKey("refund_requests.id")),
+    Column("kind", String(50), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("claimed_until", UTCDateTime),
+    Column("delivered_at", UTCDateTime),
+    Column("last_error", Text),
+)
+Index("ix_outbox_due", outbox.c.delivered_at, outbox.c.next_attempt_at)
+
+approvers = Table(
+    "approvers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)

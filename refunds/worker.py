@@ -1,0 +1,92 @@
+"""The background worker: delivers outbox messages and retries refunds whose lease ran out.
+
+Runs in a thread inside the web process (the default), or alone with `flask --app app worker`.
+Several workers may run at once: every message and every execution is claimed with a guarded
+update before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import timedelta
+
+from . import store
+from .db import Database
+from .notifier import DeliveryFailed, Notifier
+from .service import Clock, RefundService, utcnow
+
+log = logging.getLogger(__name__)
+
+MESSAGE_LEASE = timedelta(seconds=60)
+
+
+def delivery_delay(attempts: int) -> timedelta:
+    """Backoff for Slack: 2 s, 4 s, 8 s ... capped at 5 minutes, retried for as long as it takes."""
+    return timedelta(seconds=min(2 ** max(attempts, 1), 300))
+
+
+def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limit: int = 50) -> int:
+    """Send every due message once; returns how many were delivered.
+
+    A message that fails is rescheduled with backoff; later messages of the same request wait.
+    """
+    delivered = 0
+    now = clock()
+    with db.transaction() as conn:
+        due = store.due_messages(conn, now, limit)
+    for message in due:
+        with db.transaction() as conn:
+            if not store.claim_message(conn, message.id, now, MESSAGE_LEASE):
+                continue
+        try:
+            notifier.send(message.kind, json.loads(message.payload))
+        except DeliveryFailed as exc:
+            with db.transaction() as conn:
+                store.mark_failed(conn, message.id, retry_at=clock() + delivery_delay(message.attempts + 1),
+                                  error=str(exc))
+            log.warning("slack message %s (%s) not delivered: %s", message.id, message.kind, exc)
+            continue
+        with db.transaction() as conn:
+            store.mark_delivered(conn, message.id, clock())
+        delivered += 1
+    return delivered
+
+
+class Worker:
+    """Runs `run_once` every `poll_seconds` until `stop()`; exceptions are logged, never fatal."""
+
+    def __init__(self, service: RefundService, notifier: Notifier, *, poll_seconds: float = 1.0) -> None:
+        self.service = service
+        self.notifier = notifier
+        self.poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> int:
+        """One pass: retry due refunds, then deliver due messages. Returns the work done."""
+        done = self.service.retry_due()
+        done += deliver_due(self.service.db, self.notifier, clock=self.service.clock)
+        return done
+
+    def run_forever(self) -> None:
+        log.info("worker started (polling every %ss)", self.poll_seconds)
+        while not self._stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception:
+                log.exception("worker pass failed; trying again")
+                busy = 0
+            if not busy:
+                self._stop.wait(self.poll_seconds)
+
+    def start_thread(self) -> threading.Thread:
+        self._thread = threading.Thread(target=self.run_forever, name="refund-worker", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

@@ -1,0 +1,124 @@
+"""Shared fixtures: a fresh database (SQLite always, PostgreSQL when TEST_DATABASE_URL is set),
+the app with fake Stripe and Slack adapters, and authenticated clients."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from refunds import create_app
+from refunds.approvers import add as add_approver
+from refunds.config import Settings, load_settings
+from refunds.db import Database
+from refunds.service import utcnow
+from refunds.tables import metadata
+from tests.fakes import FakeGateway, FakeNotifier
+
+INTAKE_TOKEN = "intake-test-token-0123456789"
+STRIPE_KEY = "sk_test_fixture_key_do_not_log_4242"
+PG_SKIP_REASON = (
+    "TEST_DATABASE_URL is unset, so the PostgreSQL run is skipped; "
+    "set it to a postgresql+psycopg:// URL whose user may CREATE DATABASE (.ci/run does)"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated to head, dropped at the end."""
+    admin_url = os.environ.get("TEST_DATABASE_URL")
+    if not admin_url:
+        pytest.skip(PG_SKIP_REASON)
+    name = f"refunds_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    db = Database(url)
+    db.upgrade()
+    db.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate_postgres(url: str) -> None:
+    engine = create_engine(url)
+    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """Each test using this runs once on a new SQLite file and once on an emptied PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/refunds.db"
+    url: str = request.getfixturevalue("postgres_url")
+    _truncate_postgres(url)
+    return url
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    env = {"STRIPE_SECRET_KEY": STRIPE_KEY, "INTAKE_TOKEN": INTAKE_TOKEN, "DATABASE_URL": database_url}
+    return load_settings(env, worker_in_process=False, **overrides)
+
+
+@pytest.fixture
+def gateway() -> FakeGateway:
+    fake = FakeGateway()
+    fake.add_charge("ch_small", 3000)
+    fake.add_charge("ch_big", 20000, payment_intent_id="pi_big")
+    fake.add_charge("ch_jpy", 100000, currency="jpy")
+    return fake
+
+
+@pytest.fixture
+def notifier() -> FakeNotifier:
+    return FakeNotifier()
+
+
+@pytest.fixture
+def app(database_url: str, gateway: FakeGateway, notifier: FakeNotifier) -> Iterator[Flask]:
+    app = create_app(make_settings(database_url), gateway=gateway, notifier=notifier)
+    app.config["TESTING"] = True
+    if not database_url.startswith("sqlite"):
+        service = app.extensions["refund_service"]
+        service.db.upgrade()
+    yield app
+    app.extensions["refund_service"].db.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def intake_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {INTAKE_TOKEN}"}
+
+
+@pytest.fixture
+def approver_token(app: Flask) -> str:
+    return add_approver(app.extensions["refund_service"].db, "maria", utcnow())
+
+
+@pytest.fixture
+def approver_headers(approver_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {approver_token}"}
+
+
+def run_worker(app: Flask) -> int:
+    """One pass of the background worker, as the in-process thread would do it."""
+    done: int = app.extensions["refund_worker"].run_once()
+    return done

@@ -1,0 +1,96 @@
+"""Fakes for the two adapters: they keep state like Stripe and record what they were sent."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from refunds.errors import ChargeNotFound, RefundError, StripeRefused
+from refunds.stripe_gateway import ChargeInfo, RefundInfo, RefundParams
+
+
+@dataclass
+class FakeCharge:
+    charge_id: str
+    amount: int
+    currency: str = "usd"
+    amount_refunded: int = 0
+    disputed: bool = False
+    payment_intent_id: str | None = None
+
+
+@dataclass
+class FakeGateway:
+    """A `RefundGateway` with Stripe's rules: idempotency-key replay, no over-refund, disputes.
+
+    `fail_next` holds exceptions raised by the next `create_refund` calls, in order.
+    """
+
+    charges: dict[str, FakeCharge] = field(default_factory=dict)
+    refunds: list[RefundInfo] = field(default_factory=list)
+    calls: list[RefundParams] = field(default_factory=list)
+    fail_next: list[RefundError] = field(default_factory=list)
+    fail_lookups: list[RefundError] = field(default_factory=list)
+    _by_key: dict[str, RefundInfo] = field(default_factory=dict)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_charge(self, charge_id: str, amount: int, **kwargs: Any) -> FakeCharge:
+        charge = FakeCharge(charge_id, amount, **kwargs)
+        self.charges[charge_id] = charge
+        return charge
+
+    def get_charge(self, *, charge_id: str | None = None, payment_intent_id: str | None = None) -> ChargeInfo:
+        if self.fail_lookups:
+            raise self.fail_lookups.pop(0)
+        charge = self._find(charge_id, payment_intent_id)
+        return ChargeInfo(charge.charge_id, charge.amount, charge.amount_refunded, charge.currency,
+                          charge.disputed, charge.amount_refunded >= charge.amount, charge.payment_intent_id)
+
+    def create_refund(self, params: RefundParams) -> RefundInfo:
+        with self._lock:
+            self.calls.append(params)
+            if self.fail_next:
+                raise self.fail_next.pop(0)
+            if params.idempotency_key in self._by_key:
+                return self._by_key[params.idempotency_key]
+            charge = self._find(params.charge_id if not params.payment_intent_id else None, params.payment_intent_id)
+            if charge.disputed:
+                raise StripeRefused("The charge is disputed.", code="charge_disputed")
+            if charge.amount_refunded >= charge.amount:
+                raise StripeRefused("Charge has already been refunded.", code="charge_already_refunded")
+            if params.amount > charge.amount - charge.amount_refunded:
+                raise StripeRefused("Refund amount is greater than unrefunded amount.", code="amount_too_large")
+            charge.amount_refunded += params.amount
+            refund = RefundInfo(f"re_fake_{next(self._ids)}", charge.charge_id, params.amount,
+                                charge.currency, "succeeded")
+            self.refunds.append(refund)
+            self._by_key[params.idempotency_key] = refund
+            return refund
+
+    def _find(self, charge_id: str | None, payment_intent_id: str | None) -> FakeCharge:
+        for charge in self.charges.values():
+            if charge.charge_id == charge_id or (payment_intent_id and charge.payment_intent_id == payment_intent_id):
+                return charge
+        raise ChargeNotFound(f"No such charge: '{charge_id or payment_intent_id}'")
+
+
+@dataclass
+class FakeNotifier:
+    """Records every message it is asked to send; `down` makes every send fail."""
+
+    sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    down: bool = False
+
+    def send(self, kind: str, facts: dict[str, Any]) -> None:
+        from refunds.notifier import DeliveryFailed, build_message
+
+        build_message(kind, facts)  # every message must render
+        if self.down:
+            raise DeliveryFailed("Slack answered 500")
+        self.sent.append((kind, facts))
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.sent]
