@@ -43,7 +43,11 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[Response, int]:
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(code, exc.description or exc.name, exc.code or 500)
+        response, status = error_response(code, exc.description or exc.name, exc.code or 500)
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":  # keeps Allow on 405, Retry-After, ...
+                response.headers[name] = value
+        return response, status
 
     @app.errorhandler(RefundError)
     def _domain(exc: RefundError) -> tuple[Response, int]:

@@ -119,6 +119,8 @@ def approver_headers(approver_token: str) -> dict[str, str]:
 
 
 def run_worker(app: Flask) -> int:
-    """One pass of the background worker, as the in-process thread would do it."""
-    done: int = app.extensions["refund_worker"].run_once()
-    return done
+    """Run the background worker until it is idle, as the in-process thread would."""
+    total = 0
+    while done := app.extensions["refund_worker"].run_once():
+        total += done
+    return total
