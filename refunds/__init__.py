@@ -100,3 +100,5 @@ def _configure_logging() -> None:
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # stripe-python logs every request at INFO; our adapter logs what matters.
+    logging.getLogger("stripe").setLevel(logging.WARNING)

@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         "worker_class": "gthread",
         "threads": args.threads,
         "accesslog": "-",
+        "control_socket_disable": True,
     }
     _Gunicorn(options).run()
 

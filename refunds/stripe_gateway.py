@@ -138,9 +138,11 @@ class StripeGateway:
             status=str(refund.get("status") or "pending"),
         )
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Call stripe-python; return the object as a plain dict or raise a domain exception."""
         try:
-            return fn(*args, **kwargs)
+            result: dict[str, Any] = fn(*args, **kwargs).to_dict()
+            return result
         except stripe.StripeError as exc:
             error = translate(exc)
             log.warning(
