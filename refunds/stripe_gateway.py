@@ -157,13 +157,13 @@ def translate(exc: stripe.StripeError) -> RefundError:
 
     Messages are Stripe's user-facing text, which never contains our key.
     """
-    code = exc.code or ""
+    code = _error_code(exc)
     message = exc.user_message or "Stripe returned an error."
     if isinstance(exc, (stripe.APIConnectionError, stripe.RateLimitError)) or code in TRANSIENT_CODES:
         return StripeUnavailable("Stripe could not be reached or is busy; try again shortly.")
     if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
         return StripeMisconfigured("Stripe rejected the service's API key; an operator must fix STRIPE_SECRET_KEY.")
-    if isinstance(exc, stripe.IdempotencyError):
+    if isinstance(exc, stripe.IdempotencyError) and code != "idempotency_key_in_use":
         return StripeMisconfigured("Stripe saw this idempotency key used with different parameters.")
     if code == "resource_missing":
         return ChargeNotFound(message)
@@ -171,3 +171,12 @@ def translate(exc: stripe.StripeError) -> RefundError:
         return StripeRefused(message, code=code or "stripe_refused")
     # APIError and anything unknown: Stripe failed on its side.
     return StripeUnavailable("Stripe failed to answer the request; try again shortly.")
+
+
+def _error_code(exc: stripe.StripeError) -> str:
+    """Stripe's error code; stripe-python only sets `.code` for 400/402/404, so read the body too."""
+    if exc.code:
+        return str(exc.code)
+    body = exc.json_body if isinstance(exc.json_body, dict) else {}
+    error = body.get("error")
+    return str(error.get("code") or "") if isinstance(error, dict) else ""

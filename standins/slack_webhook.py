@@ -1,0 +1,254 @@
+"""A stand-in for a Slack incoming webhook that records what is posted to it.
+
+Contract (mirrors Slack's incoming webhooks):
+
+* ``POST <webhook path>`` with a JSON body (or a form field ``payload=<json>``)
+  containing ``text``, ``blocks`` or ``attachments`` is recorded in ``messages``
+  and answered ``200`` with the text body ``ok``.
+* A body that is not a JSON object is answered ``400 invalid_payload``; one with
+  none of those fields ``400 no_text``; other paths ``404 no_service``; other
+  methods on the webhook path ``405``. None of these are recorded.
+* Every POST to the webhook path, whatever its outcome, counts in ``attempts``.
+
+Fault modes, checked in this order for each POST to the webhook path:
+
+1. ``set_down(status)``: answer ``status`` and record nothing, until ``set_up()``;
+2. ``fail_next(n, status)``: the next ``n`` posts are answered ``status`` and not
+   recorded;
+3. ``set_timeout(seconds)``: the post is recorded as usual, then the answer is
+   held back for ``seconds`` (as when Slack accepted the message but the client
+   timed out), until ``set_up()``. The hold-back also applies to failures.
+
+Run ``python -m standins.slack_webhook`` for a foreground server that logs posts.
+"""
+
+import argparse
+import copy
+import json
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from standins._http import StandInRequestHandler, StandInServerBase, run_in_foreground
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PATH = "/services/T000/B000/standin"
+DEFAULT_PORT = 12112
+
+# Body texts Slack sends with these statuses.
+_ERROR_BODIES: dict[int, str] = {
+    400: "invalid_payload",
+    403: "action_prohibited",
+    404: "no_service",
+    410: "channel_is_archived",
+    429: "rate_limited",
+    500: "rollup_error",
+}
+
+
+class SlackStandIn(StandInServerBase):
+    """Records posts to a Slack incoming webhook; thread-safe."""
+
+    def __init__(
+        self,
+        path: str = DEFAULT_PATH,
+        *,
+        on_message: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """Create a stopped stand-in answering on ``path`` (must start with ``/``).
+
+        ``on_message`` is called (in the server thread) with each recorded message.
+        """
+        super().__init__()
+        self._on_message = on_message
+        if not path.startswith("/"):
+            raise ValueError("path must start with '/'")
+        self._path = path
+        self._condition = threading.Condition()
+        self._messages: list[dict[str, Any]] = []
+        self._attempts = 0
+        self._fail_remaining = 0
+        self._fail_status = 500
+        self._down_status: int | None = None
+        self._answer_delay = 0.0
+
+    def _url(self, host: str, port: int) -> str:
+        return f"http://{host}:{port}{self._path}"
+
+    @property
+    def webhook_url(self) -> str:
+        """The URL to configure as the Slack webhook; needs start()."""
+        return self._url(self._host, self.port)
+
+    # -- inspection -------------------------------------------------------------
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """Parsed JSON bodies of the accepted posts, in arrival order (a copy)."""
+        with self._condition:
+            return copy.deepcopy(self._messages)
+
+    @property
+    def attempts(self) -> int:
+        """Number of POSTs to the webhook path, failed and refused ones included."""
+        with self._condition:
+            return self._attempts
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Block until at least ``count`` messages are recorded and return them all.
+
+        Raises AssertionError naming how many arrived if ``timeout`` seconds pass.
+        """
+        with self._condition:
+            arrived = self._condition.wait_for(lambda: len(self._messages) >= count, timeout)
+            if not arrived:
+                raise AssertionError(
+                    f"expected at least {count} Slack message(s) within {timeout}s, "
+                    f"but {len(self._messages)} arrived (after {self._attempts} attempt(s))"
+                )
+            return copy.deepcopy(self._messages)
+
+    def clear(self) -> None:
+        """Forget recorded messages and the attempt count (fault modes are kept)."""
+        with self._condition:
+            self._messages.clear()
+            self._attempts = 0
+
+    # -- fault modes ----------------------------------------------------------------
+    def fail_next(self, n: int, status: int = 500) -> None:
+        """Answer the next ``n`` posts with ``status`` without recording them."""
+        if n < 0:
+            raise ValueError("n must not be negative")
+        _check_error_status(status)
+        with self._condition:
+            self._fail_remaining = n
+            self._fail_status = status
+
+    def set_down(self, status: int = 500) -> None:
+        """Answer every post with ``status`` without recording it, until set_up()."""
+        _check_error_status(status)
+        with self._condition:
+            self._down_status = status
+
+    def set_timeout(self, seconds: float) -> None:
+        """Hold every answer back ``seconds`` (messages still recorded), until set_up()."""
+        if seconds < 0:
+            raise ValueError("seconds must not be negative")
+        with self._condition:
+            self._answer_delay = seconds
+
+    def set_up(self) -> None:
+        """Clear every fault mode, including posts still pending from fail_next()."""
+        with self._condition:
+            self._down_status = None
+            self._fail_remaining = 0
+            self._answer_delay = 0.0
+
+    # -- HTTP -------------------------------------------------------------------
+    def _serve(self, handler: StandInRequestHandler) -> None:
+        body = handler.read_body()
+        path = urlsplit(handler.path).path
+        if path != self._path:
+            self._answer(handler, 404, "no_service")
+            return
+        if handler.command != "POST":
+            self._answer(handler, 405, "method_not_allowed", {"Allow": "POST"})
+            return
+        with self._condition:
+            self._attempts += 1
+            delay = self._answer_delay
+            if self._down_status is not None:
+                status: int | None = self._down_status
+            elif self._fail_remaining > 0:
+                self._fail_remaining -= 1
+                status = self._fail_status
+            else:
+                status = None
+        if status is not None:
+            logger.debug("webhook post refused with %d (injected)", status)
+            self._sleep(delay)
+            self._answer(handler, status, _ERROR_BODIES.get(status, "error"))
+            return
+        message, error = _decode_message(body, handler.headers.get("Content-Type", ""))
+        if message is None:
+            logger.debug("webhook post refused: %s", error)
+            self._sleep(delay)
+            self._answer(handler, 400, error)
+            return
+        with self._condition:
+            self._messages.append(message)
+            self._condition.notify_all()
+        logger.debug("webhook message recorded")
+        if self._on_message is not None:
+            try:
+                self._on_message(copy.deepcopy(message))
+            except Exception:
+                logger.exception("on_message callback failed")
+        self._sleep(delay)
+        self._answer(handler, 200, "ok")
+
+    @staticmethod
+    def _answer(
+        handler: StandInRequestHandler,
+        status: int,
+        text: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        extra = dict(headers or {})
+        if status == 429:
+            extra.setdefault("Retry-After", "1")
+        handler.send_bytes(status, text.encode("utf-8"), "text/plain; charset=utf-8", extra)
+
+
+def _check_error_status(status: int) -> None:
+    if not 400 <= status <= 599:
+        raise ValueError("status must be a 4xx or 5xx HTTP status")
+
+
+def _decode_message(body: bytes, content_type: str) -> tuple[dict[str, Any] | None, str]:
+    """Parse a webhook body; returns (message, "") or (None, Slack's error text)."""
+    text = body.decode("utf-8", errors="replace")
+    if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+        text = parse_qs(text).get("payload", [""])[0]
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None, "invalid_payload"
+    if not isinstance(message, dict):
+        return None, "invalid_payload"
+    if not any(message.get(key) for key in ("text", "blocks", "attachments")):
+        return None, "no_text"
+    return message, ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stand-in in the foreground, logging every accepted message."""
+    parser = argparse.ArgumentParser(
+        prog="python -m standins.slack_webhook",
+        description="Stand-in for a Slack incoming webhook.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
+    parser.add_argument("--path", default=DEFAULT_PATH, help="webhook path")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    def log_message(message: dict[str, Any]) -> None:
+        logger.info("Slack message: %s", json.dumps(message, ensure_ascii=False))
+
+    standin = SlackStandIn(path=args.path, on_message=log_message)
+    url = standin.start(args.host, args.port)
+    logger.info("Slack webhook stand-in listening on %s", url)
+    run_in_foreground(standin)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""End-to-end fixtures: the real service under gunicorn on a free loopback port, talking over
+HTTP to the in-repo Stripe and Slack stand-ins running in this test process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from standins.slack_webhook import SlackStandIn
+from standins.stripe_api import StripeStandIn
+from tests.conftest import INTAKE_TOKEN, STRIPE_KEY, _truncate_postgres
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Service:
+    """A running service: its address, environment, log file, and helpers to call it."""
+
+    base_url: str
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    tokens: list[str] = field(default_factory=list)
+
+    def flask(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run `flask --app app ARGS` against the same database and settings."""
+        result = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "app", *args],
+            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60, check=False,
+        )
+        with self.log_path.open("a") as log:
+            log.write(result.stderr)  # stdout may hold a token printed once, on purpose
+        return result
+
+    def add_approver(self, name: str) -> str:
+        result = self.flask("approvers", "add", name)
+        assert result.returncode == 0, result.stderr
+        token = result.stdout.strip().splitlines()[-1]
+        self.tokens.append(token)
+        return token
+
+    def post(self, path: str, body: Any, token: str, **headers: str) -> requests.Response:
+        return requests.post(self.base_url + path, json=body, timeout=30,
+                             headers={"Authorization": f"Bearer {token}", **headers})
+
+    def get(self, path: str, token: str) -> requests.Response:
+        return requests.get(self.base_url + path, timeout=30, headers={"Authorization": f"Bearer {token}"})
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def service_env(database_url: str, stripe: StripeStandIn, slack: SlackStandIn | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "SLACK_", "INTAKE_", "DATABASE_"))}
+    env.update({
+        "STRIPE_SECRET_KEY": STRIPE_KEY,
+        "STRIPE_API_BASE": stripe.base_url,
+        "INTAKE_TOKEN": INTAKE_TOKEN,
+        "DATABASE_URL": database_url,
+        "WORKER_POLL_SECONDS": "0.1",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    })
+    if slack is not None:
+        env["SLACK_WEBHOOK_URL"] = slack.webhook_url
+    return env
+
+
+def start_gunicorn(env: dict[str, str], log_path: Path, *, workers: int = 2) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start `gunicorn 'app:create_app()'` exactly as the README does; wait until /healthz answers."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "app:create_app()", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(workers), "--threads", "4", "--access-logfile", "-", "--graceful-timeout", "2",
+         "--no-control-socket"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    log.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            if requests.get(base_url + "/healthz", timeout=5).status_code == 200:
+                return base_url, process
+        except requests.RequestException:
+            pass  # still booting
+        time.sleep(0.1)
+    stop(process)
+    raise AssertionError(f"service did not become healthy:\n{log_path.read_text()}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def stripe() -> Iterator[StripeStandIn]:
+    with StripeStandIn(api_key=STRIPE_KEY) as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackStandIn]:
+    with SlackStandIn() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def e2e_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/refunds.db"
+    url: str = request.getfixturevalue("postgres_url")
+    _truncate_postgres(url)
+    return url
+
+
+@pytest.fixture
+def service(e2e_database_url: str, stripe: StripeStandIn, slack: SlackStandIn, tmp_path: Path) -> Iterator[Service]:
+    """The service under gunicorn (2 workers, in-process background worker) on a migrated database."""
+    env = service_env(e2e_database_url, stripe, slack)
+    svc = Service("", env, tmp_path / "service.log")
+    if not e2e_database_url.startswith("sqlite"):
+        assert svc.flask("db", "upgrade").returncode == 0
+    svc.base_url, svc.process = start_gunicorn(env, svc.log_path)
+    yield svc
+    stop(svc.process)
