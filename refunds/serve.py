@@ -14,7 +14,7 @@ import secrets
 from typing import Any
 
 from dotenv import load_dotenv
-from gunicorn.app.base import BaseApplication
+from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
 log = logging.getLogger("refunds.serve")
 
@@ -22,7 +22,7 @@ SANDBOX_DATABASE_URL = "sqlite:///sandbox.db"
 SANDBOX_STRIPE_KEY = "sk_test_sandbox_standin"  # only the local stand-in accepts it
 
 
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
+class _Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types
     """gunicorn with one worker process and threads: the single-box setup."""
 
     def __init__(self, options: dict[str, Any]) -> None:

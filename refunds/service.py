@@ -34,7 +34,7 @@ from .errors import (
 )
 from .money import Money
 from .policy import Action, Policy, decide
-from .stripe_gateway import ChargeInfo, RefundGateway, RefundParams
+from .stripe_gateway import ChargeInfo, RefundGateway, RefundInfo, RefundParams
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,10 @@ class Outcome:
     error: RefundError | None = None
 
 
+class _LostLease(Exception):
+    """Another process moved the request on while we worked on it; roll back and stand aside."""
+
+
 class RefundService:
     """The refund use cases over a database and a refund gateway (Stripe, or a fake in tests)."""
 
@@ -112,29 +116,20 @@ class RefundService:
     # -- intake -------------------------------------------------------------------------
 
     def request_refund(self, command: RefundCommand, *, idempotency_key: str | None = None) -> Outcome:
-        """Accept a refund request: execute it now if the policy allows, else queue it.
+        """Accept a refund request: record it, read the charge, then execute it or queue it.
 
-        Raises ChargeNotFound, ChargeAlreadyRefunded, ExceedsRefundable, ChargeDisputed
-        (nothing is recorded), IdempotencyMismatch, StripeUnavailable or StripeMisconfigured
-        (when the charge cannot be read; nothing is recorded).
-        Returns auto_approved, pending_approval, processing (Stripe is retried in the
-        background) or failed (Stripe refused the refund).
+        The request is recorded before any Stripe call, so nothing accepted is ever lost.
+        Raises IdempotencyMismatch. Returns auto_approved, pending_approval, processing (Stripe
+        is retried in the background) or failed (with the reason: charge_not_found,
+        charge_already_refunded, amount_exceeds_refundable, charge_disputed, or Stripe's code).
         """
         fingerprint = command.fingerprint()
         if idempotency_key is not None:
             replay = self._replay(idempotency_key, fingerprint)
             if replay is not None:
                 return replay
-
-        charge = self.gateway.get_charge(
-            charge_id=command.charge_id, payment_intent_id=command.payment_intent_id
-        )
-        amount = check_refundable(charge, command.amount)
-        refund = Money(amount, charge.currency)
-        decision = decide(refund, self.policy)
         try:
-            request_id, pending_id = self._record(command, charge, refund, decision.action.value,
-                                                  decision.explanation, fingerprint, idempotency_key)
+            request_id = self._receive(command, fingerprint, idempotency_key)
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -142,48 +137,34 @@ class RefundService:
             replay = self._replay(idempotency_key, fingerprint)
             assert replay is not None
             return replay
-        if pending_id is not None:
-            return Outcome("pending_approval", request_id, pending_id=pending_id)
-        outcome = self.execute(request_id)
-        if outcome.status == "succeeded":
-            return Outcome("auto_approved", request_id, refund_id=outcome.refund_id)
-        return outcome
+        self.advance(request_id)
+        with self.db.transaction() as conn:
+            row = store.get_request(conn, request_id)
+            assert row is not None
+            return self._intake_outcome(conn, row)
 
-    def _record(
-        self,
-        command: RefundCommand,
-        charge: ChargeInfo,
-        refund: Money,
-        action: str,
-        explanation: str,
-        fingerprint: str,
-        idempotency_key: str | None,
-    ) -> tuple[int, int | None]:
+    def _receive(self, command: RefundCommand, fingerprint: str, idempotency_key: str | None) -> int:
         now = self.clock()
-        auto = action == Action.AUTO_APPROVE.value
         with self.db.transaction() as conn:
             request_id = store.insert_request(conn, {
                 "idempotency_key": idempotency_key,
                 "body_fingerprint": fingerprint,
-                "charge_id": charge.charge_id,
+                "charge_id": command.charge_id,
                 "payment_intent_id": command.payment_intent_id,
-                "amount": refund.amount,
-                "currency": refund.currency,
+                "requested_amount": command.amount,
                 "reason": command.reason,
                 "product": command.product,
                 "customer_email": command.customer_email,
                 "ticket_id": command.ticket_id,
                 "note": command.note,
-                "status": "executing" if auto else "pending_approval",
-                "decision": action,
-                "policy_explanation": explanation,
+                "status": "received",
                 "requested_by": INTAKE.name,
                 "attempts": 0,
-                "next_attempt_at": now + self.execution_lease if auto else None,
+                "next_attempt_at": now + self.execution_lease,
                 "created_at": now,
                 "updated_at": now,
             })
-            # Derived from our own request id, stored before any Stripe call: every retry,
+            # Derived from our own request id and stored before any Stripe call: every retry,
             # restart or worker sends this same key. The suffix keeps two databases (staging
             # and production on one Stripe account) from ever sharing a key.
             store.update_request(
@@ -191,28 +172,87 @@ class RefundService:
                 stripe_idempotency_key=f"refund-request-{request_id}-{secrets.token_hex(6)}",
             )
             store.add_audit(conn, request_id, at=now, action="requested", actor=INTAKE.name,
-                            channel=INTAKE.channel, detail=explanation)
-            pending_id = None
-            if not auto:
-                pending_id = store.insert_pending(conn, {
-                    "request_id": request_id,
-                    "charge_id": charge.charge_id,
-                    "amount": refund.amount,
-                    "currency": refund.currency,
-                    "reason": command.reason,
-                    "requested_at": now,
-                    "status": "pending",
-                })
+                            channel=INTAKE.channel)
+        return request_id
+
+    def advance(self, request_id: int) -> None:
+        """Take a request in flight one step further: assess it if received, execute it if executing.
+
+        The caller holds its lease. Transient Stripe failures reschedule it with backoff.
+        """
+        with self.db.transaction() as conn:
+            row = store.get_request(conn, request_id)
+        if row is not None and row.status == "received":
+            self._assess(row)
+            with self.db.transaction() as conn:
                 row = store.get_request(conn, request_id)
-                assert row is not None
-                store.enqueue(conn, request_id=request_id, kind="needs_approval", at=now,
-                              payload=_message(row, pending_id=pending_id))
-        return request_id, pending_id
+        if row is not None and row.status == "executing":
+            self.execute(row.id)
+
+    def _assess(self, row: Row[Any]) -> None:
+        """Read the charge, check what Stripe would refuse, apply the policy, reserve the money."""
+        try:
+            charge = self.gateway.get_charge(charge_id=row.charge_id if not row.payment_intent_id else None,
+                                             payment_intent_id=row.payment_intent_id)
+            amount = check_refundable(charge, row.requested_amount)
+        except (StripeUnavailable, StripeMisconfigured) as exc:
+            self._retry_later(row, exc)
+            return
+        except RefundError as exc:
+            self._fail(row, exc, expect_status="received")
+            return
+        refund = Money(amount, charge.currency)
+        decision = decide(refund, self.policy)
+        now = self.clock()
+        exceeded: RefundError | None = None
+        try:
+            with self.db.transaction() as conn:
+                store.note_charge(conn, charge_id=charge.charge_id, currency=charge.currency,
+                                  amount=charge.amount, stripe_refunded=charge.amount_refunded, at=now)
+                auto = decision.action is Action.AUTO_APPROVE
+                if auto and not store.reserve(conn, charge.charge_id, amount, now):
+                    exceeded = ExceedsRefundable(
+                        f"{refund} does not fit in what remains refundable on charge {charge.charge_id}"
+                        " once the refunds already in progress are counted.")
+                else:
+                    self._route(conn, row, charge, refund, decision.action, decision.explanation, now)
+        except _LostLease:
+            return  # another worker assessed it meanwhile; our transaction was rolled back
+        if exceeded is not None:
+            self._fail(row, exceeded, expect_status="received")
+
+    def _route(self, conn: Connection, row: Row[Any], charge: ChargeInfo, refund: Money, action: Action,
+               explanation: str, now: datetime) -> None:
+        """Move a received request to executing (money reserved) or to the approval queue."""
+        auto = action is Action.AUTO_APPROVE
+        if not store.update_request(
+            conn, row.id, expect_status="received",
+            charge_id=charge.charge_id, amount=refund.amount, currency=refund.currency,
+            decision=action.value, policy_explanation=explanation,
+            status="executing" if auto else "pending_approval",
+            execution_started_at=now if auto else None,
+            next_attempt_at=now + self.execution_lease if auto else None,
+            updated_at=now, error_code=None, error_message=None,
+        ):
+            raise _LostLease()
+        store.add_audit(conn, row.id, at=now, action=action.value, actor="policy", channel="api",
+                        detail=explanation)
+        if auto:
+            return
+        pending_id = store.insert_pending(conn, {
+            "request_id": row.id, "charge_id": charge.charge_id, "amount": refund.amount,
+            "currency": refund.currency, "reason": row.reason, "requested_at": row.created_at,
+            "status": "pending",
+        })
+        current = store.get_request(conn, row.id)
+        assert current is not None
+        store.enqueue(conn, request_id=row.id, kind="needs_approval", at=now,
+                      payload=_message(current, pending_id=pending_id))
 
     def _replay(self, idempotency_key: str, fingerprint: str) -> Outcome | None:
         """The answer already given for `idempotency_key`, or None if the key is new.
 
-        While a concurrent duplicate is still executing, waits a little for its result.
+        While a concurrent duplicate is still on its first attempt, waits a little for its result.
         """
         deadline = time.monotonic() + self.duplicate_wait_seconds
         while True:
@@ -241,15 +281,22 @@ class RefundService:
     def approve(self, pending_id: int, actor: Actor) -> Outcome:
         """Approve a pending refund and execute it. Only the first approval acts.
 
-        Raises RequestNotFound or NotPending (with the current status).
+        Raises RequestNotFound, NotPending (with the current status) or ExceedsRefundable
+        (refunds in progress leave too little; the request stays pending).
         Returns approved, processing or failed.
         """
         now = self.clock()
         with self.db.transaction() as conn:
             pending = self._decide(conn, pending_id, "approved", actor, now, note=None)
+            if not store.reserve(conn, pending.charge_id, pending.amount, now):
+                # Rolls the approval back: the request stays pending, nothing reaches Stripe.
+                raise ExceedsRefundable(
+                    f"{Money(pending.amount, pending.currency)} no longer fits in what remains refundable on"
+                    f" charge {pending.charge_id}; reject this request or wait for refunds in progress."
+                )
             store.update_request(conn, pending.request_id, expect_status="pending_approval",
-                                 status="executing", next_attempt_at=now + self.execution_lease,
-                                 updated_at=now)
+                                 status="executing", execution_started_at=now,
+                                 next_attempt_at=now + self.execution_lease, updated_at=now)
             store.add_audit(conn, pending.request_id, at=now, action="approved", actor=actor.name,
                             channel=actor.channel)
         outcome = self.execute(pending.request_id)
@@ -307,11 +354,11 @@ class RefundService:
             metadata=_stripe_metadata(row),
         )
         try:
-            refund = self.gateway.create_refund(params)
+            refund = self._existing_refund(row) or self.gateway.create_refund(params)
         except (StripeUnavailable, StripeMisconfigured) as exc:
             return self._retry_later(row, exc)
         except RefundError as exc:
-            return self._fail(row, exc)
+            return self._fail(row, exc, expect_status="executing")
         now = self.clock()
         with self.db.transaction() as conn:
             if not store.update_request(conn, row.id, expect_status="executing", status="succeeded",
@@ -322,6 +369,7 @@ class RefundService:
                 current = store.get_request(conn, row.id)
                 assert current is not None
                 return _execution_outcome(current, success="succeeded")
+            store.release(conn, row.charge_id, row.amount, now, refunded=True)
             pending = store.get_pending_for_request(conn, row.id)
             approver = pending.decided_by if pending is not None else None
             store.insert_log(conn, {
@@ -336,6 +384,7 @@ class RefundService:
                 "decision": "approved" if approver else "auto_approved",
                 "approved_by": approver,
                 "product": row.product,
+                "status_changed_at": now,
             })
             store.add_audit(conn, row.id, at=now, action="refunded", actor="stripe", channel="worker",
                             detail=f"{refund.refund_id} ({refund.status})")
@@ -344,47 +393,60 @@ class RefundService:
         log.info("refund request %s executed as %s (%s)", row.id, refund.refund_id, refund.status)
         return Outcome("succeeded", row.id, refund_id=refund.refund_id)
 
-    def _fail(self, row: Row[Any], error: RefundError) -> Outcome:
+    def _existing_refund(self, row: Row[Any]) -> RefundInfo | None:
+        """After a long outage or crash, the refund Stripe may already have made for this request.
+
+        Stripe keeps idempotency keys for at least 24 hours; past that, the same key would make
+        a second refund, so we look for ours (by the key in its metadata) before creating one.
+        """
+        started = row.execution_started_at or row.created_at
+        if self.clock() - started < IDEMPOTENCY_KEY_SAFE_FOR:
+            return None
+        return self.gateway.find_refund(charge_id=row.charge_id, metadata_key="refund_key",
+                                        metadata_value=row.stripe_idempotency_key)
+
+    def _fail(self, row: Row[Any], error: RefundError, *, expect_status: str) -> Outcome:
+        """Mark a request failed for good; give back its reserved money; tell Slack when nobody else knows."""
         now = self.clock()
         with self.db.transaction() as conn:
-            if store.update_request(conn, row.id, expect_status="executing", status="failed",
+            if store.update_request(conn, row.id, expect_status=expect_status, status="failed",
                                     error_code=error.code, error_message=error.message,
                                     resolved_at=now, updated_at=now, next_attempt_at=None):
+                if expect_status == "executing":
+                    store.release(conn, row.charge_id, row.amount, now, refunded=False)
                 store.add_audit(conn, row.id, at=now, action="failed", actor="stripe", channel="worker",
                                 detail=f"{error.code}: {error.message}")
-                store.enqueue(conn, request_id=row.id, kind="failed", at=now,
-                              payload=_message(row, error_code=error.code, error_message=error.message))
-        log.warning("refund request %s failed at Stripe: %s", row.id, error.code)
+                # A refusal at intake is answered to the support tool at once; anything later
+                # (after an approval, or after "processing") must reach people through Slack.
+                if expect_status == "executing" or row.attempts > 0:
+                    store.enqueue(conn, request_id=row.id, kind="failed", at=now,
+                                  payload=_message(row, error_code=error.code, error_message=error.message))
+        log.warning("refund request %s failed: %s", row.id, error.code)
         return Outcome("failed", row.id, error=error)
 
     def _retry_later(self, row: Row[Any], error: RefundError) -> Outcome:
         now = self.clock()
         delay = retry_delay(row.attempts)
         with self.db.transaction() as conn:
-            store.update_request(conn, row.id, expect_status="executing", error_code=error.code,
+            store.update_request(conn, row.id, expect_status=row.status, error_code=error.code,
                                  error_message=error.message, next_attempt_at=now + delay,
                                  attempts=row.attempts + 1, updated_at=now)
-        log.warning("refund request %s not executed yet (%s); retrying in %ss",
+        log.warning("refund request %s waits for Stripe (%s); next attempt in %ss",
                     row.id, error.code, int(delay.total_seconds()))
         return Outcome("processing", row.id)
 
     def retry_due(self, limit: int = 20) -> int:
-        """Execute requests whose lease ran out (a crash, or a transient Stripe failure).
+        """Advance requests whose lease ran out (a crash, or a transient Stripe failure).
 
-        Safe with several workers: each request is claimed with a guarded update, and Stripe
-        sees the request's stored idempotency key every time. Returns how many were tried.
+        Safe with several workers: each request is claimed in one transaction (SKIP LOCKED on
+        PostgreSQL), and Stripe sees the request's stored idempotency key every time.
+        Returns how many were tried.
         """
-        now = self.clock()
         with self.db.transaction() as conn:
-            due = store.due_executions(conn, now, limit)
-        tried = 0
+            due = store.claim_due_requests(conn, self.clock(), self.execution_lease, limit)
         for request_id in due:
-            with self.db.transaction() as conn:
-                claimed = store.claim_execution(conn, request_id, now, self.execution_lease)
-            if claimed:
-                tried += 1
-                self.execute(request_id)
-        return tried
+            self.advance(request_id)
+        return len(due)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -430,6 +492,10 @@ def check_refundable(charge: ChargeInfo, requested: int | None) -> int:
     return requested
 
 
+# Stripe keeps idempotency keys at least 24 hours; stop trusting them a little before.
+IDEMPOTENCY_KEY_SAFE_FOR = timedelta(hours=23)
+
+
 def retry_delay(attempts: int) -> timedelta:
     """Backoff between background attempts: 5 s, 10 s, 20 s ... capped at 10 minutes."""
     return timedelta(seconds=min(5 * 2 ** max(attempts, 0), 600))
@@ -444,7 +510,8 @@ def _execution_outcome(row: Row[Any], *, success: str) -> Outcome:
 
 
 def _stripe_metadata(row: Row[Any]) -> dict[str, str]:
-    metadata = {"refund_request_id": str(row.id), "source": "refund-service"}
+    metadata = {"refund_request_id": str(row.id), "refund_key": row.stripe_idempotency_key,
+                "source": "refund-service"}
     if row.ticket_id:
         metadata["ticket_id"] = str(row.ticket_id)[:500]
     return metadata

@@ -10,9 +10,9 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, case, func, insert, select, update
 
-from .tables import audit_log, outbox, pending_refunds, refund_log, refund_requests
+from .tables import audit_log, charge_ledger, outbox, pending_refunds, refund_log, refund_requests, stripe_events
 
 
 def get_request(conn: Connection, request_id: int) -> Row[Any] | None:
@@ -42,28 +42,24 @@ def update_request(
     return conn.execute(update(refund_requests).where(condition).values(**values)).rowcount == 1
 
 
-def due_executions(conn: Connection, now: datetime, limit: int) -> list[int]:
-    """Ids of requests stuck in `executing` whose lease has run out, oldest first."""
-    rows = conn.execute(
-        select(refund_requests.c.id)
-        .where(refund_requests.c.status == "executing", refund_requests.c.next_attempt_at <= now)
-        .order_by(refund_requests.c.next_attempt_at)
-        .limit(limit)
-    )
-    return [row.id for row in rows]
+IN_FLIGHT = ("received", "executing")
 
 
-def claim_execution(conn: Connection, request_id: int, now: datetime, lease: timedelta) -> bool:
-    """Take the lease on an `executing` request whose lease has expired. True if we got it."""
-    return conn.execute(
-        update(refund_requests)
-        .where(
-            refund_requests.c.id == request_id,
-            refund_requests.c.status == "executing",
-            refund_requests.c.next_attempt_at <= now,
-        )
-        .values(next_attempt_at=now + lease, attempts=refund_requests.c.attempts + 1, updated_at=now)
-    ).rowcount == 1
+def claim_due_requests(conn: Connection, now: datetime, lease: timedelta, limit: int) -> list[int]:
+    """Take the lease on up to `limit` requests in flight whose lease ran out, oldest first.
+
+    On PostgreSQL the rows are locked with FOR UPDATE SKIP LOCKED, so concurrent workers
+    take different rows; on SQLite the transaction itself is exclusive (BEGIN IMMEDIATE).
+    """
+    due = refund_requests.c.status.in_(IN_FLIGHT) & (refund_requests.c.next_attempt_at <= now)
+    ids = [row.id for row in conn.execute(
+        select(refund_requests.c.id).where(due).order_by(refund_requests.c.next_attempt_at)
+        .limit(limit).with_for_update(skip_locked=True)
+    )]
+    if ids:
+        conn.execute(update(refund_requests).where(refund_requests.c.id.in_(ids), due)
+                     .values(next_attempt_at=now + lease, updated_at=now))
+    return ids
 
 
 def insert_pending(conn: Connection, values: dict[str, Any]) -> int:
@@ -170,8 +166,8 @@ def enqueue(
     )
 
 
-def due_messages(conn: Connection, now: datetime, limit: int) -> list[Row[Any]]:
-    """Undelivered messages that are due and unclaimed, each the oldest undelivered of its request.
+def claim_due_messages(conn: Connection, now: datetime, lease: timedelta, limit: int) -> list[Row[Any]]:
+    """Claim undelivered messages that are due, each the oldest undelivered of its request.
 
     Holding back later messages of a request keeps Slack's story in order ("approved" never
     arrives before "needs approval").
@@ -197,20 +193,13 @@ def due_messages(conn: Connection, now: datetime, limit: int) -> list[Row[Any]]:
         )
         .order_by(outbox.c.id)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
-    return list(conn.execute(query))
-
-
-def claim_message(conn: Connection, message_id: int, now: datetime, lease: timedelta) -> bool:
-    return conn.execute(
-        update(outbox)
-        .where(
-            outbox.c.id == message_id,
-            outbox.c.delivered_at.is_(None),
-            (outbox.c.claimed_until.is_(None)) | (outbox.c.claimed_until <= now),
-        )
-        .values(claimed_until=now + lease, attempts=outbox.c.attempts + 1)
-    ).rowcount == 1
+    messages = list(conn.execute(query))
+    if messages:
+        conn.execute(update(outbox).where(outbox.c.id.in_([m.id for m in messages]))
+                     .values(claimed_until=now + lease, attempts=outbox.c.attempts + 1))
+    return messages
 
 
 def mark_delivered(conn: Connection, message_id: int, at: datetime) -> None:
@@ -225,3 +214,87 @@ def mark_failed(conn: Connection, message_id: int, *, retry_at: datetime, error:
         .where(outbox.c.id == message_id)
         .values(next_attempt_at=retry_at, claimed_until=None, last_error=error[:1000])
     )
+
+
+# -- charge ledger: no over-refund under concurrency ----------------------------------------
+
+
+def note_charge(conn: Connection, *, charge_id: str, currency: str, amount: int, stripe_refunded: int,
+                at: datetime) -> None:
+    """Create or refresh the ledger row of a charge with what Stripe just said about it."""
+    table = charge_ledger
+    exists = conn.execute(select(table.c.charge_id).where(table.c.charge_id == charge_id)).first()
+    if exists is None:
+        conn.execute(insert(table).values(charge_id=charge_id, currency=currency, amount=amount, reserved=0,
+                                          refunded=0, stripe_refunded=stripe_refunded, updated_at=at))
+    else:
+        conn.execute(update(table).where(table.c.charge_id == charge_id)
+                     .values(stripe_refunded=stripe_refunded, updated_at=at))
+
+
+def reserve(conn: Connection, charge_id: str, amount: int, at: datetime) -> bool:
+    """Reserve `amount` of the charge for one execution, only if it fits. True if reserved.
+
+    What fits: the charge's amount, less what is in flight here, less the larger of what this
+    service has refunded and what Stripe last said was refunded (which includes refunds made
+    elsewhere). One guarded UPDATE, so two concurrent requests cannot both take the last money.
+    """
+    table = charge_ledger
+    already = case((table.c.refunded > table.c.stripe_refunded, table.c.refunded), else_=table.c.stripe_refunded)
+    return conn.execute(
+        update(table)
+        .where(table.c.charge_id == charge_id, table.c.reserved + amount + already <= table.c.amount)
+        .values(reserved=table.c.reserved + amount, updated_at=at)
+    ).rowcount == 1
+
+
+def release(conn: Connection, charge_id: str, amount: int, at: datetime, *, refunded: bool) -> None:
+    """End a reservation: the money was refunded (`refunded=True`) or is free again."""
+    table = charge_ledger
+    values: dict[str, Any] = {"reserved": table.c.reserved - amount, "updated_at": at}
+    if refunded:
+        values["refunded"] = table.c.refunded + amount
+    conn.execute(update(table).where(table.c.charge_id == charge_id).values(**values))
+
+
+def unrefund(conn: Connection, charge_id: str, amount: int, at: datetime) -> None:
+    """A refund failed after it was made: its money counts as refundable again."""
+    table = charge_ledger
+    conn.execute(update(table).where(table.c.charge_id == charge_id)
+                 .values(refunded=table.c.refunded - amount, updated_at=at))
+
+
+# -- refund lifecycle ------------------------------------------------------------------------
+
+
+def record_event(conn: Connection, event_id: str, event_type: str, at: datetime) -> bool:
+    """Remember a Stripe event id. False if it was seen before (the caller must then do nothing)."""
+    if conn.execute(select(stripe_events.c.id).where(stripe_events.c.id == event_id)).first() is not None:
+        return False
+    conn.execute(insert(stripe_events).values(id=event_id, type=event_type, received_at=at))
+    return True
+
+
+def get_log_row(conn: Connection, refund_id: str) -> Row[Any] | None:
+    return conn.execute(select(refund_log).where(refund_log.c.refund_id == refund_id)).first()
+
+
+def set_log_status(conn: Connection, refund_id: str, *, status: str, failure_reason: str | None,
+                   changed_at: datetime | None, checked_at: datetime | None = None) -> None:
+    conn.execute(update(refund_log).where(refund_log.c.refund_id == refund_id).values(
+        status=status, failure_reason=failure_reason, status_changed_at=changed_at, checked_at=checked_at))
+
+
+def unsettled_refunds(conn: Connection, checked_before: datetime, limit: int) -> list[Row[Any]]:
+    """Refunds still pending at Stripe that nobody checked since `checked_before`, oldest first."""
+    last_check = func.coalesce(refund_log.c.checked_at, refund_log.c.processed_at)
+    return list(conn.execute(
+        select(refund_log)
+        .where(refund_log.c.status.in_(("pending", "requires_action")), last_check <= checked_before)
+        .order_by(last_check)
+        .limit(limit)
+    ))
+
+
+def touch_log_check(conn: Connection, refund_id: str, at: datetime) -> None:
+    conn.execute(update(refund_log).where(refund_log.c.refund_id == refund_id).values(checked_at=at))

@@ -50,6 +50,24 @@ class RefundInfo:
     amount: int
     currency: str
     status: str
+    failure_reason: str | None = None
+    metadata: dict[str, str] | None = None
+
+    @classmethod
+    def from_stripe(cls, refund: dict[str, Any], *, charge_id: str | None = None) -> RefundInfo:
+        """From a Stripe refund object (as a dict: API answer or webhook event data)."""
+        charge = refund.get("charge")
+        if isinstance(charge, dict):
+            charge = charge.get("id")
+        return cls(
+            refund_id=str(refund["id"]),
+            charge_id=str(charge or charge_id or ""),
+            amount=int(refund["amount"]),
+            currency=str(refund["currency"]).lower(),
+            status=str(refund.get("status") or "pending"),
+            failure_reason=refund.get("failure_reason"),
+            metadata={str(k): str(v) for k, v in (refund.get("metadata") or {}).items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,10 @@ class RefundGateway(Protocol):
     def get_charge(self, *, charge_id: str | None = None, payment_intent_id: str | None = None) -> ChargeInfo: ...
 
     def create_refund(self, params: RefundParams) -> RefundInfo: ...
+
+    def get_refund(self, refund_id: str) -> RefundInfo: ...
+
+    def find_refund(self, *, charge_id: str, metadata_key: str, metadata_value: str) -> RefundInfo | None: ...
 
 
 class StripeGateway:
@@ -130,13 +152,23 @@ class StripeGateway:
             params=body,
             options={"idempotency_key": params.idempotency_key},
         )
-        return RefundInfo(
-            refund_id=refund["id"],
-            charge_id=str(refund.get("charge") or params.charge_id),
-            amount=int(refund["amount"]),
-            currency=str(refund["currency"]).lower(),
-            status=str(refund.get("status") or "pending"),
-        )
+        return RefundInfo.from_stripe(refund, charge_id=params.charge_id)
+
+    def get_refund(self, refund_id: str) -> RefundInfo:
+        """The refund as Stripe has it now."""
+        return RefundInfo.from_stripe(self._call("retrieve refund", self._client.v1.refunds.retrieve, refund_id))
+
+    def find_refund(self, *, charge_id: str, metadata_key: str, metadata_value: str) -> RefundInfo | None:
+        """The charge's refund whose metadata has `metadata_key` = `metadata_value`, if any."""
+        params: dict[str, Any] = {"charge": charge_id, "limit": 100}
+        while True:
+            page = self._call("list refunds", self._client.v1.refunds.list, params=params)
+            for refund in page.get("data", []):
+                if (refund.get("metadata") or {}).get(metadata_key) == metadata_value:
+                    return RefundInfo.from_stripe(refund)
+            if not page.get("has_more") or not page.get("data"):
+                return None
+            params["starting_after"] = page["data"][-1]["id"]
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Call stripe-python; return the object as a plain dict or raise a domain exception."""

@@ -57,7 +57,8 @@ class UTCDateTime(TypeDecorator[datetime]):
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        result: datetime = value.astimezone(UTC)
+        return result
 
 
 metadata = MetaData()
@@ -68,19 +69,23 @@ refund_requests = Table(
     Column("id", Integer, primary_key=True),
     Column("idempotency_key", String(255), unique=True),
     Column("body_fingerprint", String(64), nullable=False),
-    Column("charge_id", String(255), nullable=False),
+    # What the support tool asked for; charge_id is filled in from a payment intent once read.
+    Column("charge_id", String(255)),
     Column("payment_intent_id", String(255)),
-    Column("amount", BigInteger, nullable=False),
-    Column("currency", String(3), nullable=False),
+    Column("requested_amount", BigInteger),
+    # What will be refunded, known once the charge was read from Stripe.
+    Column("amount", BigInteger),
+    Column("currency", String(3)),
     Column("reason", String(32), nullable=False),
     Column("product", String(200)),
     Column("customer_email", String(320)),
     Column("ticket_id", String(200)),
     Column("note", Text),
-    # pending_approval -> executing -> succeeded | failed; pending_approval -> rejected
+    # received -> pending_approval -> executing -> succeeded | failed; pending_approval -> rejected;
+    # received -> failed when Stripe's state refuses it (already refunded, disputed, ...).
     Column("status", String(32), nullable=False),
-    Column("decision", String(32), nullable=False),
-    Column("policy_explanation", Text, nullable=False),
+    Column("decision", String(32)),
+    Column("policy_explanation", Text),
     Column("requested_by", String(100), nullable=False),
     Column("stripe_idempotency_key", String(255), unique=True),
     Column("stripe_refund_id", String(255), unique=True),
@@ -88,12 +93,13 @@ refund_requests = Table(
     Column("error_message", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("execution_started_at", UTCDateTime),
     Column("resolved_at", UTCDateTime),
-    # Execution lease and retry schedule while status is `executing`.
+    # Lease and retry schedule while status is `received` or `executing`.
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UTCDateTime),
 )
-Index("ix_refund_requests_status", refund_requests.c.status)
+Index("ix_refund_requests_due", refund_requests.c.status, refund_requests.c.next_attempt_at)
 Index("ix_refund_requests_charge_id", refund_requests.c.charge_id)
 
 pending_refunds = Table(
@@ -125,9 +131,37 @@ refund_log = Table(
     Column("status", String(32), nullable=False),  # Stripe's refund status
     Column("processed_at", UTCDateTime, nullable=False),
     Column("reason", String(32)),
-    Column("decision", String(32)),  # auto_approved | approved
+    Column("decision", String(32)),  # auto_approved | approved | external (made outside this service)
     Column("approved_by", String(100)),
     Column("product", String(200)),
+    Column("failure_reason", String(100)),
+    Column("status_changed_at", UTCDateTime),  # Stripe's time of the last status we applied
+    Column("checked_at", UTCDateTime),  # last time the worker asked Stripe about a pending refund
+)
+Index("ix_refund_log_request_id", refund_log.c.request_id)
+Index("ix_refund_log_status", refund_log.c.status, refund_log.c.checked_at)
+
+# Per charge: how much this service has in flight and has refunded, so concurrent requests
+# can never refund more than the charge has left. Guarded updates only.
+charge_ledger = Table(
+    "charge_ledger",
+    metadata,
+    Column("charge_id", String(255), primary_key=True),
+    Column("currency", String(3), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("reserved", BigInteger, nullable=False, default=0),
+    Column("refunded", BigInteger, nullable=False, default=0),
+    Column("stripe_refunded", BigInteger, nullable=False, default=0),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Stripe webhook events already handled: delivery is at least once.
+stripe_events = Table(
+    "stripe_events",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("type", String(100), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
 )
 
 audit_log = Table(

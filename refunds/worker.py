@@ -33,13 +33,9 @@ def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limi
     A message that fails is rescheduled with backoff; later messages of the same request wait.
     """
     delivered = 0
-    now = clock()
     with db.transaction() as conn:
-        due = store.due_messages(conn, now, limit)
+        due = store.claim_due_messages(conn, clock(), MESSAGE_LEASE, limit)
     for message in due:
-        with db.transaction() as conn:
-            if not store.claim_message(conn, message.id, now, MESSAGE_LEASE):
-                continue
         try:
             notifier.send(message.kind, json.loads(message.payload))
         except DeliveryFailed as exc:

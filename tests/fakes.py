@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from refunds.errors import ChargeNotFound, RefundError, StripeRefused
@@ -33,6 +33,8 @@ class FakeGateway:
     calls: list[RefundParams] = field(default_factory=list)
     fail_next: list[RefundError] = field(default_factory=list)
     fail_lookups: list[RefundError] = field(default_factory=list)
+    lists: list[str] = field(default_factory=list)
+    new_refund_status: str = "succeeded"
     _by_key: dict[str, RefundInfo] = field(default_factory=dict)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -65,10 +67,33 @@ class FakeGateway:
                 raise StripeRefused("Refund amount is greater than unrefunded amount.", code="amount_too_large")
             charge.amount_refunded += params.amount
             refund = RefundInfo(f"re_fake_{next(self._ids)}", charge.charge_id, params.amount,
-                                charge.currency, "succeeded")
+                                charge.currency, self.new_refund_status, metadata=dict(params.metadata or {}))
             self.refunds.append(refund)
             self._by_key[params.idempotency_key] = refund
             return refund
+
+    def get_refund(self, refund_id: str) -> RefundInfo:
+        if self.fail_lookups:
+            raise self.fail_lookups.pop(0)
+        for refund in self.refunds:
+            if refund.refund_id == refund_id:
+                return refund
+        raise ChargeNotFound(f"No such refund: '{refund_id}'")
+
+    def find_refund(self, *, charge_id: str, metadata_key: str, metadata_value: str) -> RefundInfo | None:
+        self.lists.append(charge_id)
+        for refund in self.refunds:
+            if refund.charge_id == charge_id and (refund.metadata or {}).get(metadata_key) == metadata_value:
+                return refund
+        return None
+
+    def set_status(self, refund_id: str, status: str, failure_reason: str | None = None) -> RefundInfo:
+        """Change a refund as Stripe would later (pending -> succeeded, or failed)."""
+        for i, refund in enumerate(self.refunds):
+            if refund.refund_id == refund_id:
+                self.refunds[i] = replace(refund, status=status, failure_reason=failure_reason)
+                return self.refunds[i]
+        raise KeyError(refund_id)
 
     def _find(self, charge_id: str | None, payment_intent_id: str | None) -> FakeCharge:
         for charge in self.charges.values():

@@ -169,7 +169,8 @@ def test_history_shows_each_step_and_who_took_it(
     assert body["status"] == "succeeded"
     assert body["stripe_refund_id"] == approved["refund_id"]
     assert [(h["action"], h["actor"]) for h in body["history"]] == [
-        ("requested", "intake"), ("approved", "maria"), ("refunded", "stripe")]
+        ("requested", "intake"), ("needs_approval", "policy"), ("approved", "maria"),
+        ("refunded", "stripe")]
     assert body["approval"]["decided_by"] == "maria"
     assert body["refunds"][0]["refund_id"] == approved["refund_id"]
     assert body["created_at"].endswith("Z")

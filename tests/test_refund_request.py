@@ -39,7 +39,9 @@ def test_small_refund_is_executed_on_stripe_at_once_and_logged(
         body["refund_id"], "ch_small", 2500, "usd", "succeeded")
     assert log_row.decision == "auto_approved"
     assert log_row.product == "mug"
-    assert gateway.calls[0].metadata == {"refund_request_id": str(body["request_id"]), "source": "refund-service"}
+    [stored] = rows(app, refund_requests)
+    assert gateway.calls[0].metadata == {"refund_request_id": str(body["request_id"]), "source": "refund-service",
+                                         "refund_key": stored.stripe_idempotency_key}
     assert notifier.sent == []  # Slack is never in the request path
     run_worker(app)
     assert notifier.kinds() == ["auto_approved"]
@@ -163,17 +165,28 @@ def test_what_stripe_would_refuse_is_refused_before_calling_it(
     assert response.status_code == status
     assert response.get_json()["error"] == code
     assert gateway.calls == []
-    assert rows(app, refund_requests) == []
+    [request_row] = rows(app, refund_requests)  # kept, with the reason, for the audit trail
+    assert (request_row.status, request_row.error_code) == ("failed", code)
+    assert rows(app, pending_refunds) == []
 
 
-def test_stripe_down_while_reading_the_charge_is_a_502_and_nothing_is_recorded(
-    app: Flask, client: FlaskClient, intake_headers: dict[str, str], gateway: FakeGateway
+def test_stripe_down_while_reading_the_charge_answers_processing_and_nothing_is_lost(
+    app: Flask, client: FlaskClient, intake_headers: dict[str, str], gateway: FakeGateway, notifier: FakeNotifier
 ) -> None:
     gateway.fail_lookups.append(StripeUnavailable("Stripe could not be reached or is busy; try again shortly."))
     response = post(client, intake_headers, {"charge_id": "ch_small", "amount": 100})
-    assert response.status_code == 502
-    assert response.get_json()["error"] == "stripe_unavailable"
-    assert rows(app, refund_requests) == []
+    assert response.status_code == 202
+    assert response.get_json() == {"status": "processing", "request_id": 1}
+    assert rows(app, refund_requests)[0].status == "received"
+    assert gateway.calls == []
+
+    service = app.extensions["refund_service"]
+    later = service.clock() + service.execution_lease
+    service.clock = lambda: later
+    run_worker(app)
+    assert len(gateway.refunds) == 1
+    assert rows(app, refund_requests)[0].status == "succeeded"
+    assert notifier.kinds() == ["auto_approved"]
 
 
 def test_stripe_refusing_the_refund_marks_the_request_failed_and_tells_slack(

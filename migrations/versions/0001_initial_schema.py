@@ -27,22 +27,33 @@ def upgrade() -> None:
     sa.UniqueConstraint('name'),
     sa.UniqueConstraint('token_hash')
     )
+    op.create_table('charge_ledger',
+    sa.Column('charge_id', sa.String(length=255), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('reserved', sa.BigInteger(), nullable=False),
+    sa.Column('refunded', sa.BigInteger(), nullable=False),
+    sa.Column('stripe_refunded', sa.BigInteger(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('charge_id')
+    )
     op.create_table('refund_requests',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('idempotency_key', sa.String(length=255), nullable=True),
     sa.Column('body_fingerprint', sa.String(length=64), nullable=False),
-    sa.Column('charge_id', sa.String(length=255), nullable=False),
+    sa.Column('charge_id', sa.String(length=255), nullable=True),
     sa.Column('payment_intent_id', sa.String(length=255), nullable=True),
-    sa.Column('amount', sa.BigInteger(), nullable=False),
-    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('requested_amount', sa.BigInteger(), nullable=True),
+    sa.Column('amount', sa.BigInteger(), nullable=True),
+    sa.Column('currency', sa.String(length=3), nullable=True),
     sa.Column('reason', sa.String(length=32), nullable=False),
     sa.Column('product', sa.String(length=200), nullable=True),
     sa.Column('customer_email', sa.String(length=320), nullable=True),
     sa.Column('ticket_id', sa.String(length=200), nullable=True),
     sa.Column('note', sa.Text(), nullable=True),
     sa.Column('status', sa.String(length=32), nullable=False),
-    sa.Column('decision', sa.String(length=32), nullable=False),
-    sa.Column('policy_explanation', sa.Text(), nullable=False),
+    sa.Column('decision', sa.String(length=32), nullable=True),
+    sa.Column('policy_explanation', sa.Text(), nullable=True),
     sa.Column('requested_by', sa.String(length=100), nullable=False),
     sa.Column('stripe_idempotency_key', sa.String(length=255), nullable=True),
     sa.Column('stripe_refund_id', sa.String(length=255), nullable=True),
@@ -50,6 +61,7 @@ def upgrade() -> None:
     sa.Column('error_message', sa.Text(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('execution_started_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
@@ -60,8 +72,14 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('refund_requests', schema=None) as batch_op:
         batch_op.create_index('ix_refund_requests_charge_id', ['charge_id'], unique=False)
-        batch_op.create_index('ix_refund_requests_status', ['status'], unique=False)
+        batch_op.create_index('ix_refund_requests_due', ['status', 'next_attempt_at'], unique=False)
 
+    op.create_table('stripe_events',
+    sa.Column('id', sa.String(length=255), nullable=False),
+    sa.Column('type', sa.String(length=100), nullable=False),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
     op.create_table('audit_log',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('request_id', sa.Integer(), nullable=False),
@@ -125,10 +143,17 @@ def upgrade() -> None:
     sa.Column('decision', sa.String(length=32), nullable=True),
     sa.Column('approved_by', sa.String(length=100), nullable=True),
     sa.Column('product', sa.String(length=200), nullable=True),
+    sa.Column('failure_reason', sa.String(length=100), nullable=True),
+    sa.Column('status_changed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('checked_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['request_id'], ['refund_requests.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('refund_id')
     )
+    with op.batch_alter_table('refund_log', schema=None) as batch_op:
+        batch_op.create_index('ix_refund_log_request_id', ['request_id'], unique=False)
+        batch_op.create_index('ix_refund_log_status', ['status', 'checked_at'], unique=False)
+
 
 
 def downgrade() -> None:

@@ -59,7 +59,8 @@ def test_large_refund_is_approved_by_a_named_manager_and_executed_once(
 
     history = service.get(f"/refunds/{queued.json()['request_id']}", token).json()
     assert [(h["action"], h["actor"]) for h in history["history"]] == [
-        ("requested", "intake"), ("approved", "maria"), ("refunded", "stripe")]
+        ("requested", "intake"), ("needs_approval", "policy"), ("approved", "maria"),
+        ("refunded", "stripe")]
     texts = [m["text"] for m in slack.wait_for(2)]
     assert "needs approval" in texts[0]
     assert "Refund approved" in texts[1]
