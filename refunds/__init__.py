@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 from typing import Any
 
 from dotenv import load_dotenv
@@ -29,8 +30,9 @@ def create_app(
     malformed setting exits with one line naming the variable. On the embedded SQLite
     default, pending migrations are applied here; PostgreSQL needs `flask --app app db upgrade`.
     """
-    from . import api, cli, http_errors
+    from . import api, cli, http_errors, webhooks
     from .db import Database
+    from .lifecycle import RefundLifecycle
     from .notifier import LogNotifier, SlackNotifier
     from .policy import Policy
     from .service import RefundService, utcnow
@@ -57,18 +59,26 @@ def create_app(
         )
     if notifier is None:
         notifier = (
-            SlackNotifier(settings.slack_webhook_url, base_url=settings.public_base_url)
+            SlackNotifier(settings.slack_webhook_url, base_url=settings.public_base_url,
+                          timeout_seconds=settings.slack_timeout_seconds)
             if settings.slack_webhook_url
             else LogNotifier(base_url=settings.public_base_url)
         )
-    service = RefundService(db, gateway, Policy(settings.auto_approve_threshold), clock=clock or utcnow)
-    worker = Worker(service, notifier, poll_seconds=settings.worker_poll_seconds)
+    clock = clock or utcnow
+    service = RefundService(db, gateway, Policy(settings.auto_approve_threshold), clock=clock,
+                            execution_lease=timedelta(seconds=settings.execution_lease_seconds),
+                            retry_backoff=timedelta(seconds=settings.retry_backoff_seconds))
+    lifecycle = RefundLifecycle(db, gateway, clock=clock,
+                                poll_after=timedelta(seconds=settings.refund_poll_after_seconds))
+    worker = Worker(service, lifecycle, notifier, poll_seconds=settings.worker_poll_seconds)
 
     app = Flask(__name__)
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
     app.extensions["refund_service"] = service
     app.extensions["refund_worker"] = worker
+    app.extensions["refund_lifecycle"] = lifecycle
     app.register_blueprint(api.bp)
+    app.register_blueprint(webhooks.bp)
     http_errors.register(app)
     cli.register(app)
     if settings.worker_in_process:

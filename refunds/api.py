@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -14,7 +15,15 @@ from . import approvers
 from .http_errors import domain_error_response, error_response
 from .money import Money
 from .openapi import openapi_document
-from .schemas import ApproveBody, RefundRequestBody, RejectBody, describe
+from .schemas import (
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_ID,
+    ApproveBody,
+    RefundRequestBody,
+    RejectBody,
+    describe,
+)
 from .service import Actor, Outcome, RefundCommand, RefundService
 
 bp = Blueprint("refunds", __name__)
@@ -61,7 +70,7 @@ def approver_auth(view: Handler) -> Handler:
 def _parse(model: type[Model]) -> Model | tuple[Response, int]:
     try:
         data = json.loads(request.get_data(cache=False) or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested too deep (e.g. 60,000 `[`)
         return error_response("invalid_json", "The request body must be a JSON object.")
     if not isinstance(data, dict):
         return error_response("invalid_json", "The request body must be a JSON object.")
@@ -75,8 +84,11 @@ def _idempotency_key() -> str | tuple[Response, int] | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not 1 <= len(key) <= 255 or not key.isprintable():
-        return error_response("invalid_request", "Idempotency-Key: must be 1 to 255 printable characters.")
+    if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH or not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
+        return error_response(
+            "invalid_request",
+            "Idempotency-Key: must be 1 to 255 visible ASCII characters (spaces allowed between them).",
+        )
     return key
 
 
@@ -140,6 +152,8 @@ def pending_refunds() -> Any:
 @bp.get("/refunds/<int:request_id>")
 @approver_auth
 def refund_history(request_id: int) -> Any:
+    if request_id > MAX_ID:  # no such id can exist, and the database cannot even compare it
+        return error_response("not_found", f"No refund request with id {request_id}.")
     found = _service().history(request_id)
     req = found["request"]
     body = {
@@ -149,7 +163,7 @@ def refund_history(request_id: int) -> Any:
         "policy_explanation": req["policy_explanation"],
         "charge_id": req["charge_id"],
         "payment_intent_id": req["payment_intent_id"],
-        **Money(req["amount"], req["currency"]).as_json(),
+        **_money_or_nulls(req["amount"], req["currency"]),
         "reason": req["reason"],
         "product": req["product"],
         "customer_email": req["customer_email"],
@@ -172,6 +186,13 @@ def refund_history(request_id: int) -> Any:
         ],
     }
     return jsonify(body)
+
+
+def _money_or_nulls(amount: int | None, currency: str | None) -> dict[str, object]:
+    """Amount, currency and display; null until the charge was read from Stripe (received, or failed before)."""
+    if amount is None or currency is None:
+        return {"amount": None, "currency": None, "display": None}
+    return Money(amount, currency).as_json()
 
 
 def _approval(pending: dict[str, Any] | None) -> dict[str, Any] | None:

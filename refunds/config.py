@@ -32,6 +32,11 @@ class Settings:
     stripe_timeout_seconds: float = 20.0
     auto_approve_threshold: int = DEFAULT_AUTO_APPROVE_THRESHOLD
     slack_webhook_url: str | None = field(default=None, repr=False)
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
+    execution_lease_seconds: int = 120
+    retry_backoff_seconds: float = 5.0
+    slack_timeout_seconds: int = 10
+    refund_poll_after_seconds: int = 1800
     worker_in_process: bool = True
     worker_poll_seconds: float = 1.0
     public_base_url: str | None = None
@@ -132,6 +137,11 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             env, "AUTO_APPROVE_THRESHOLD", DEFAULT_AUTO_APPROVE_THRESHOLD, minimum=0
         ),
         slack_webhook_url=_url(env, "SLACK_WEBHOOK_URL", ("https://", "http://")),
+        stripe_webhook_secret=_get(env, "STRIPE_WEBHOOK_SECRET"),
+        execution_lease_seconds=_int(env, "EXECUTION_LEASE_SECONDS", 120, minimum=1),
+        retry_backoff_seconds=_float(env, "RETRY_BACKOFF_SECONDS", 5.0),
+        slack_timeout_seconds=_int(env, "SLACK_TIMEOUT_SECONDS", 10, minimum=1),
+        refund_poll_after_seconds=_int(env, "REFUND_POLL_AFTER_SECONDS", 1800, minimum=1),
         worker_in_process=_bool(env, "WORKER_IN_PROCESS", True),
         worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 1.0),
         public_base_url=_url(env, "PUBLIC_BASE_URL", ("https://", "http://")),

@@ -104,6 +104,7 @@ class RefundService:
         *,
         clock: Clock = utcnow,
         execution_lease: timedelta = timedelta(seconds=120),
+        retry_backoff: timedelta = timedelta(seconds=5),
         duplicate_wait_seconds: float = 15.0,
     ) -> None:
         self.db = db
@@ -111,6 +112,7 @@ class RefundService:
         self.policy = policy
         self.clock = clock
         self.execution_lease = execution_lease
+        self.retry_backoff = retry_backoff
         self.duplicate_wait_seconds = duplicate_wait_seconds
 
     # -- intake -------------------------------------------------------------------------
@@ -265,6 +267,12 @@ class RefundService:
                         "This Idempotency-Key was already used with a different request body."
                     )
                 outcome = self._intake_outcome(conn, row)
+                # Its lease ran out: whoever held it died. Take it over rather than wait for the worker.
+                orphaned = row.status in store.IN_FLIGHT and store.claim_request(
+                    conn, row.id, self.clock(), self.execution_lease)
+            if orphaned:
+                self.advance(row.id)
+                continue
             if outcome.status != "processing" or row.attempts > 0 or time.monotonic() >= deadline:
                 return outcome
             time.sleep(0.05)
@@ -426,7 +434,7 @@ class RefundService:
 
     def _retry_later(self, row: Row[Any], error: RefundError) -> Outcome:
         now = self.clock()
-        delay = retry_delay(row.attempts)
+        delay = backoff(self.retry_backoff, row.attempts + 1, cap=timedelta(minutes=10))
         with self.db.transaction() as conn:
             store.update_request(conn, row.id, expect_status=row.status, error_code=error.code,
                                  error_message=error.message, next_attempt_at=now + delay,
@@ -496,9 +504,10 @@ def check_refundable(charge: ChargeInfo, requested: int | None) -> int:
 IDEMPOTENCY_KEY_SAFE_FOR = timedelta(hours=23)
 
 
-def retry_delay(attempts: int) -> timedelta:
-    """Backoff between background attempts: 5 s, 10 s, 20 s ... capped at 10 minutes."""
-    return timedelta(seconds=min(5 * 2 ** max(attempts, 0), 600))
+def backoff(base: timedelta, attempt: int, *, cap: timedelta) -> timedelta:
+    """Wait before retry number `attempt` (1, 2, ...): base, 2 x base, 4 x base ... at most `cap`."""
+    delay: timedelta = base * 2 ** max(attempt - 1, 0)
+    return delay if delay < cap else cap
 
 
 def _execution_outcome(row: Row[Any], *, success: str) -> Outcome:

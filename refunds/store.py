@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, case, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from .tables import audit_log, charge_ledger, outbox, pending_refunds, refund_log, refund_requests, stripe_events
 
@@ -43,6 +44,16 @@ def update_request(
 
 
 IN_FLIGHT = ("received", "executing")
+
+
+def claim_request(conn: Connection, request_id: int, now: datetime, lease: timedelta) -> bool:
+    """Take the lease on one request in flight if its lease ran out. True if we got it."""
+    return conn.execute(
+        update(refund_requests)
+        .where(refund_requests.c.id == request_id, refund_requests.c.status.in_(IN_FLIGHT),
+               refund_requests.c.next_attempt_at <= now)
+        .values(next_attempt_at=now + lease, updated_at=now)
+    ).rowcount == 1
 
 
 def claim_due_requests(conn: Connection, now: datetime, lease: timedelta, limit: int) -> list[int]:
@@ -221,15 +232,19 @@ def mark_failed(conn: Connection, message_id: int, *, retry_at: datetime, error:
 
 def note_charge(conn: Connection, *, charge_id: str, currency: str, amount: int, stripe_refunded: int,
                 at: datetime) -> None:
-    """Create or refresh the ledger row of a charge with what Stripe just said about it."""
-    table = charge_ledger
-    exists = conn.execute(select(table.c.charge_id).where(table.c.charge_id == charge_id)).first()
-    if exists is None:
-        conn.execute(insert(table).values(charge_id=charge_id, currency=currency, amount=amount, reserved=0,
-                                          refunded=0, stripe_refunded=stripe_refunded, updated_at=at))
-    else:
-        conn.execute(update(table).where(table.c.charge_id == charge_id)
-                     .values(stripe_refunded=stripe_refunded, updated_at=at))
+    """Create or refresh the ledger row of a charge with what Stripe just said about it.
+
+    One INSERT ... ON CONFLICT statement, so concurrent first requests on a charge cannot collide.
+    """
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = dialect_insert(charge_ledger).values(
+        charge_id=charge_id, currency=currency, amount=amount, reserved=0, refunded=0,
+        stripe_refunded=stripe_refunded, updated_at=at,
+    )
+    conn.execute(statement.on_conflict_do_update(
+        index_elements=[charge_ledger.c.charge_id],
+        set_={"stripe_refunded": statement.excluded.stripe_refunded, "updated_at": statement.excluded.updated_at},
+    ))
 
 
 def reserve(conn: Connection, charge_id: str, amount: int, at: datetime) -> bool:
@@ -269,10 +284,10 @@ def unrefund(conn: Connection, charge_id: str, amount: int, at: datetime) -> Non
 
 def record_event(conn: Connection, event_id: str, event_type: str, at: datetime) -> bool:
     """Remember a Stripe event id. False if it was seen before (the caller must then do nothing)."""
-    if conn.execute(select(stripe_events.c.id).where(stripe_events.c.id == event_id)).first() is not None:
-        return False
-    conn.execute(insert(stripe_events).values(id=event_id, type=event_type, received_at=at))
-    return True
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = dialect_insert(stripe_events).values(id=event_id, type=event_type, received_at=at)
+    inserted = statement.on_conflict_do_nothing(index_elements=[stripe_events.c.id]).returning(stripe_events.c.id)
+    return conn.execute(inserted).first() is not None
 
 
 def get_log_row(conn: Connection, refund_id: str) -> Row[Any] | None:

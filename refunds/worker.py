@@ -1,4 +1,5 @@
-"""The background worker: delivers outbox messages and retries refunds whose lease ran out.
+"""The background worker: retries requests whose lease ran out, asks Stripe about refunds
+still pending, and delivers outbox messages to Slack.
 
 Runs in a thread inside the web process (the default), or alone with `flask --app app worker`.
 Several workers may run at once: every message and every execution is claimed with a guarded
@@ -14,23 +15,22 @@ from datetime import timedelta
 
 from . import store
 from .db import Database
+from .lifecycle import RefundLifecycle
 from .notifier import DeliveryFailed, Notifier
-from .service import Clock, RefundService, utcnow
+from .service import Clock, RefundService, backoff, utcnow
 
 log = logging.getLogger(__name__)
 
 MESSAGE_LEASE = timedelta(seconds=60)
+MESSAGE_BACKOFF_CAP = timedelta(minutes=5)
 
 
-def delivery_delay(attempts: int) -> timedelta:
-    """Backoff for Slack: 2 s, 4 s, 8 s ... capped at 5 minutes, retried for as long as it takes."""
-    return timedelta(seconds=min(2 ** max(attempts, 1), 300))
-
-
-def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limit: int = 50) -> int:
+def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limit: int = 50,
+                retry_backoff: timedelta = timedelta(seconds=5)) -> int:
     """Send every due message once; returns how many were delivered.
 
-    A message that fails is rescheduled with backoff; later messages of the same request wait.
+    A message that fails is rescheduled with backoff (capped at 5 minutes, retried for as long
+    as it takes); later messages of the same request wait for it.
     """
     delivered = 0
     with db.transaction() as conn:
@@ -40,8 +40,8 @@ def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limi
             notifier.send(message.kind, json.loads(message.payload))
         except DeliveryFailed as exc:
             with db.transaction() as conn:
-                store.mark_failed(conn, message.id, retry_at=clock() + delivery_delay(message.attempts + 1),
-                                  error=str(exc))
+                retry_at = clock() + backoff(retry_backoff, message.attempts + 1, cap=MESSAGE_BACKOFF_CAP)
+                store.mark_failed(conn, message.id, retry_at=retry_at, error=str(exc))
             log.warning("slack message %s (%s) not delivered: %s", message.id, message.kind, exc)
             continue
         with db.transaction() as conn:
@@ -53,17 +53,21 @@ def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limi
 class Worker:
     """Runs `run_once` every `poll_seconds` until `stop()`; exceptions are logged, never fatal."""
 
-    def __init__(self, service: RefundService, notifier: Notifier, *, poll_seconds: float = 1.0) -> None:
+    def __init__(self, service: RefundService, lifecycle: RefundLifecycle, notifier: Notifier, *,
+                 poll_seconds: float = 1.0) -> None:
         self.service = service
+        self.lifecycle = lifecycle
         self.notifier = notifier
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> int:
-        """One pass: retry due refunds, then deliver due messages. Returns the work done."""
+        """One pass: advance due requests, check pending refunds, deliver messages. Returns the work done."""
         done = self.service.retry_due()
-        done += deliver_due(self.service.db, self.notifier, clock=self.service.clock)
+        done += self.lifecycle.poll()
+        done += deliver_due(self.service.db, self.notifier, clock=self.service.clock,
+                            retry_backoff=self.service.retry_backoff)
         return done
 
     def run_forever(self) -> None:

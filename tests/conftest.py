@@ -20,9 +20,10 @@ from refunds.config import Settings, load_settings
 from refunds.db import Database
 from refunds.service import utcnow
 from refunds.tables import metadata
-from tests.fakes import FakeGateway, FakeNotifier
+from tests.fakes import FakeClock, FakeGateway, FakeNotifier
 
 INTAKE_TOKEN = "intake-test-token-0123456789"
+WEBHOOK_SECRET = "whsec_test_webhook_secret_0123456789"
 STRIPE_KEY = "sk_test_fixture_key_do_not_log_4242"
 PG_SKIP_REASON = (
     "TEST_DATABASE_URL is unset, so the PostgreSQL run is skipped; "
@@ -69,7 +70,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
-    env = {"STRIPE_SECRET_KEY": STRIPE_KEY, "INTAKE_TOKEN": INTAKE_TOKEN, "DATABASE_URL": database_url}
+    env = {"STRIPE_SECRET_KEY": STRIPE_KEY, "INTAKE_TOKEN": INTAKE_TOKEN, "DATABASE_URL": database_url,
+           "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET}
     return load_settings(env, worker_in_process=False, **overrides)
 
 
@@ -88,8 +90,13 @@ def notifier() -> FakeNotifier:
 
 
 @pytest.fixture
-def app(database_url: str, gateway: FakeGateway, notifier: FakeNotifier) -> Iterator[Flask]:
-    app = create_app(make_settings(database_url), gateway=gateway, notifier=notifier)
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def app(database_url: str, gateway: FakeGateway, notifier: FakeNotifier, clock: FakeClock) -> Iterator[Flask]:
+    app = create_app(make_settings(database_url), gateway=gateway, notifier=notifier, clock=clock)
     app.config["TESTING"] = True
     if not database_url.startswith("sqlite"):
         service = app.extensions["refund_service"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from refunds.errors import ChargeNotFound, RefundError, StripeRefused
@@ -119,3 +120,16 @@ class FakeNotifier:
 
     def kinds(self) -> list[str]:
         return [kind for kind, _ in self.sent]
+
+
+class FakeClock:
+    """A clock the test moves by hand; shared by the service, the lifecycle and the worker."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta

@@ -51,3 +51,15 @@ def test_start_up_without_a_stripe_key_exits_with_one_line_naming_it(monkeypatch
         create_app()
     assert str(caught.value).startswith("configuration error: STRIPE_SECRET_KEY is not set")
     assert "\n" not in str(caught.value)
+
+
+def test_every_setting_is_listed_in_env_example_and_the_readme() -> None:
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    read = set(re.findall(r'env, "([A-Z_]+)"', (root / "refunds" / "config.py").read_text()))
+    example = set(re.findall(r"^([A-Z_]+)=", (root / ".env.example").read_text(), flags=re.M))
+    readme = (root / "README.md").read_text()
+    assert read == example
+    assert all(f"`{name}`" in readme for name in read), [n for n in read if f"`{n}`" not in readme]

@@ -12,12 +12,12 @@ from sqlalchemy import select
 from refunds.errors import StripeRefused, StripeUnavailable
 from refunds.tables import outbox, pending_refunds, refund_log, refund_requests
 from tests.conftest import run_worker
-from tests.fakes import FakeGateway, FakeNotifier
+from tests.fakes import FakeClock, FakeGateway, FakeNotifier
 
 
 def rows(app: Flask, table: Any) -> list[Any]:
     with app.extensions["refund_service"].db.transaction() as conn:
-        return list(conn.execute(select(table).order_by(table.c.id)))
+        return list(conn.execute(select(table).order_by(*table.primary_key.columns)))
 
 
 def post(client: FlaskClient, headers: dict[str, str], body: Any, **extra: str) -> Any:
@@ -171,7 +171,8 @@ def test_what_stripe_would_refuse_is_refused_before_calling_it(
 
 
 def test_stripe_down_while_reading_the_charge_answers_processing_and_nothing_is_lost(
-    app: Flask, client: FlaskClient, intake_headers: dict[str, str], gateway: FakeGateway, notifier: FakeNotifier
+    app: Flask, client: FlaskClient, intake_headers: dict[str, str], gateway: FakeGateway, notifier: FakeNotifier,
+    clock: FakeClock,
 ) -> None:
     gateway.fail_lookups.append(StripeUnavailable("Stripe could not be reached or is busy; try again shortly."))
     response = post(client, intake_headers, {"charge_id": "ch_small", "amount": 100})
@@ -180,9 +181,7 @@ def test_stripe_down_while_reading_the_charge_answers_processing_and_nothing_is_
     assert rows(app, refund_requests)[0].status == "received"
     assert gateway.calls == []
 
-    service = app.extensions["refund_service"]
-    later = service.clock() + service.execution_lease
-    service.clock = lambda: later
+    clock.advance(app.extensions["refund_service"].execution_lease)
     run_worker(app)
     assert len(gateway.refunds) == 1
     assert rows(app, refund_requests)[0].status == "succeeded"
@@ -204,16 +203,15 @@ def test_stripe_refusing_the_refund_marks_the_request_failed_and_tells_slack(
 
 
 def test_stripe_down_while_refunding_answers_processing_and_the_worker_finishes_with_the_same_key(
-    app: Flask, client: FlaskClient, intake_headers: dict[str, str], gateway: FakeGateway, notifier: FakeNotifier
+    app: Flask, client: FlaskClient, intake_headers: dict[str, str], gateway: FakeGateway, notifier: FakeNotifier,
+    clock: FakeClock,
 ) -> None:
     gateway.fail_next.append(StripeUnavailable("Stripe could not be reached or is busy; try again shortly."))
     response = post(client, intake_headers, {"charge_id": "ch_small", "amount": 100})
     assert response.status_code == 202
     assert response.get_json()["status"] == "processing"
 
-    service = app.extensions["refund_service"]
-    later = service.clock() + service.execution_lease
-    service.clock = lambda: later
+    clock.advance(app.extensions["refund_service"].execution_lease)
     run_worker(app)
 
     assert len(gateway.refunds) == 1

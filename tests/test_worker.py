@@ -10,18 +10,12 @@ from sqlalchemy import select
 
 from refunds.tables import outbox
 from tests.conftest import run_worker
-from tests.fakes import FakeNotifier
-
-
-def _advance(app: Flask, by: timedelta) -> None:
-    service = app.extensions["refund_service"]
-    now = service.clock() + by
-    service.clock = lambda: now
+from tests.fakes import FakeClock, FakeNotifier
 
 
 def test_slack_down_loses_nothing_and_delivers_in_order_once_it_answers(
     app: Flask, client: FlaskClient, intake_headers: dict[str, str], approver_headers: dict[str, str],
-    notifier: FakeNotifier,
+    notifier: FakeNotifier, clock: FakeClock,
 ) -> None:
     notifier.down = True
     pending_id = client.post("/refund-request", json={"charge_id": "ch_big", "amount": 9000},
@@ -29,12 +23,12 @@ def test_slack_down_loses_nothing_and_delivers_in_order_once_it_answers(
     approved = client.post("/approve-refund", json={"pending_id": pending_id}, headers=approver_headers)
     assert approved.status_code == 200  # a failing Slack never fails a refund
     for _ in range(3):
-        _advance(app, timedelta(minutes=10))
+        clock.advance(timedelta(minutes=10))
         run_worker(app)
     assert notifier.sent == []
 
     notifier.down = False
-    _advance(app, timedelta(minutes=10))
+    clock.advance(timedelta(minutes=10))
     run_worker(app)
     assert notifier.kinds() == ["needs_approval", "approved"]
     with app.extensions["refund_service"].db.transaction() as conn:
@@ -44,7 +38,8 @@ def test_slack_down_loses_nothing_and_delivers_in_order_once_it_answers(
 
 
 def test_a_failed_delivery_waits_for_its_backoff(
-    app: Flask, client: FlaskClient, intake_headers: dict[str, str], notifier: FakeNotifier
+    app: Flask, client: FlaskClient, intake_headers: dict[str, str], notifier: FakeNotifier,
+    clock: FakeClock,
 ) -> None:
     notifier.down = True
     client.post("/refund-request", json={"charge_id": "ch_small", "amount": 100}, headers=intake_headers)
@@ -52,7 +47,7 @@ def test_a_failed_delivery_waits_for_its_backoff(
     notifier.down = False
     run_worker(app)  # not due yet: backoff
     assert notifier.sent == []
-    _advance(app, timedelta(seconds=5))
+    clock.advance(timedelta(seconds=5))
     run_worker(app)
     assert notifier.kinds() == ["auto_approved"]
 

@@ -4,6 +4,7 @@ HTTP to the in-repo Stripe and Slack stand-ins running in this test process."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -93,7 +94,7 @@ def start_gunicorn(env: dict[str, str], log_path: Path, *, workers: int = 2) -> 
         [sys.executable, "-m", "gunicorn", "app:create_app()", "--bind", f"127.0.0.1:{port}",
          "--workers", str(workers), "--threads", "4", "--access-logfile", "-", "--graceful-timeout", "2",
          "--no-control-socket"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     log.close()
     deadline = time.monotonic() + 60
@@ -111,12 +112,21 @@ def start_gunicorn(env: dict[str, str], log_path: Path, *, workers: int = 2) -> 
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop gunicorn gracefully (SIGTERM), or kill its whole process group after 10 s."""
     process.terminate()
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        kill(process)
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL gunicorn and its workers at once, as a crash would: no cleanup runs."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 @pytest.fixture
