@@ -77,6 +77,12 @@ class IdempotencyMismatch(RefundError):
     code = "idempotency_mismatch"
 
 
+class InvalidEvent(RefundError):
+    """A correctly signed Stripe event whose content we cannot use."""
+
+    code = "invalid_event"
+
+
 class ApproverExists(RefundError):
     code = "approver_exists"
 

@@ -13,6 +13,7 @@ from .errors import RefundError
 STATUS_BY_CODE = {
     "invalid_json": 400,
     "invalid_request": 400,
+    "invalid_event": 400,
     "unauthorized": 401,
     "charge_not_found": 404,
     "not_found": 404,

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Row, select
 
 from . import store
 from .db import Database
-from .errors import RefundError
+from .errors import InvalidEvent, RefundError
 from .service import Clock, utcnow
 from .stripe_gateway import RefundGateway, RefundInfo
 from .tables import refund_requests
@@ -46,14 +46,23 @@ class RefundLifecycle:
         self.poll_after = poll_after
 
     def handle_event(self, event_id: str, event_type: str, refund: dict[str, Any], created: datetime) -> str:
-        """Handle one verified Stripe event. Returns "duplicate", "ignored" or "applied"."""
+        """Handle one verified Stripe event. Returns "duplicate", "ignored" or "applied".
+
+        Raises InvalidEvent for a refund event whose refund lacks what we need (nothing is recorded).
+        """
+        info = None
+        if event_type in REFUND_EVENTS and refund.get("object") == "refund":
+            try:
+                info = RefundInfo.from_stripe(refund)
+            except (KeyError, TypeError, ValueError):
+                raise InvalidEvent("The event's refund needs an id, an amount and a currency.") from None
         now = self.clock()
         with self.db.transaction() as conn:
             if not store.record_event(conn, event_id, event_type, now):
                 return "duplicate"
-            if event_type not in REFUND_EVENTS or refund.get("object") != "refund":
+            if info is None:
                 return "ignored"
-            return self._apply(conn, RefundInfo.from_stripe(refund), created, now)
+            return self._apply(conn, info, created, now)
 
     def poll(self, limit: int = 20) -> int:
         """Ask Stripe about refunds still pending after `poll_after`. Returns how many were checked."""

@@ -172,3 +172,15 @@ def test_the_same_event_delivered_concurrently_is_handled_once(
     assert sorted(results) == ["applied"] + ["duplicate"] * 7
     run_worker(app)
     assert notifier.kinds().count("failed") == 1
+
+
+def test_a_signed_refund_event_without_the_refunds_details_is_a_400_and_changes_nothing(
+    app: Flask, client: FlaskClient
+) -> None:
+    event = refund_event({"id": "re_incomplete"}, "refund.updated")
+    response = deliver(client, event)
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_event"
+    assert rows(app, refund_log) == []
+    again = deliver(client, refund_event(as_stripe("re_incomplete", "ch_small", 5, "succeeded"), "refund.updated"))
+    assert again.get_json()["result"] == "applied"
