@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dotenv import load_dotenv
 from flask import Flask
 
 from .config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from .approval_links import ApprovalLinks
+    from .db import Database
+    from .notifier import ApprovalLinkSource, Notifier
 
 __all__ = ["ConfigError", "Settings", "create_app"]
 
@@ -30,10 +35,11 @@ def create_app(
     malformed setting exits with one line naming the variable. On the embedded SQLite
     default, pending migrations are applied here; PostgreSQL needs `flask --app app db upgrade`.
     """
-    from . import api, cli, http_errors, webhooks
+    from . import api, approval_pages, cli, http_errors, slack_interactions, webhooks
+    from .approval_links import ApprovalLinks
     from .db import Database
+    from .intake_auth import IntakeAuth
     from .lifecycle import RefundLifecycle
-    from .notifier import LogNotifier, SlackNotifier
     from .policy import Policy
     from .service import RefundService, utcnow
     from .stripe_gateway import StripeGateway
@@ -57,28 +63,35 @@ def create_app(
             max_network_retries=settings.stripe_max_network_retries,
             timeout_seconds=settings.stripe_timeout_seconds,
         )
+    links = (ApprovalLinks(settings.approval_link_secret, ttl_seconds=settings.approval_link_ttl_seconds,
+                           base_url=settings.public_base_url)
+             if settings.approval_link_secret else None)
     if notifier is None:
-        notifier = (
-            SlackNotifier(settings.slack_webhook_url, base_url=settings.public_base_url,
-                          timeout_seconds=settings.slack_timeout_seconds)
-            if settings.slack_webhook_url
-            else LogNotifier(base_url=settings.public_base_url)
-        )
+        notifier = _notifier(settings, db, links)
     clock = clock or utcnow
     service = RefundService(db, gateway, Policy(settings.auto_approve_threshold), clock=clock,
                             execution_lease=timedelta(seconds=settings.execution_lease_seconds),
-                            retry_backoff=timedelta(seconds=settings.retry_backoff_seconds))
+                            retry_backoff=timedelta(seconds=settings.retry_backoff_seconds),
+                            two_person_threshold=settings.two_person_threshold)
     lifecycle = RefundLifecycle(db, gateway, clock=clock,
                                 poll_after=timedelta(seconds=settings.refund_poll_after_seconds))
-    worker = Worker(service, lifecycle, notifier, poll_seconds=settings.worker_poll_seconds)
+    worker = Worker(service, lifecycle, notifier, poll_seconds=settings.worker_poll_seconds,
+                    escalate_after=_seconds(settings.pending_escalate_after_seconds),
+                    expire_after=_seconds(settings.pending_expire_after_seconds))
 
     app = Flask(__name__)
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
     app.extensions["refund_service"] = service
     app.extensions["refund_worker"] = worker
     app.extensions["refund_lifecycle"] = lifecycle
+    app.extensions["intake_auth"] = IntakeAuth(token=settings.intake_token,
+                                               signing_secrets=settings.intake_signing_secrets)
+    app.extensions["approval_links"] = links
+    app.extensions["slack_tasks"] = slack_interactions.BackgroundTasks()
     app.register_blueprint(api.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(approval_pages.bp)
+    app.register_blueprint(slack_interactions.bp)
     http_errors.register(app)
     cli.register(app)
     if settings.worker_in_process:
@@ -104,6 +117,42 @@ def _start_worker_on_first_request(app: Flask, worker: Any) -> None:
             if not started:
                 worker.start_thread()
                 started = True
+
+
+def _notifier(settings: Settings, db: Database, links: ApprovalLinks | None) -> Notifier:
+    """Slack (or the log when SLACK_WEBHOOK_URL is unset), with one approval link per approver when
+    APPROVAL_LINK_SECRET and PUBLIC_BASE_URL are set (a link without a host is no use in Slack)."""
+    from .notifier import LogNotifier, SlackNotifier
+
+    source = None
+    if links is not None and links.base_url:
+        source = _approval_link_source(db, links)
+    elif links is not None:
+        logging.getLogger(__name__).warning(
+            "APPROVAL_LINK_SECRET is set but PUBLIC_BASE_URL is not: Slack messages carry no approval links")
+    options: dict[str, Any] = {
+        "base_url": settings.public_base_url, "approval_links": source,
+        "escalation_mention": settings.slack_escalation_mention,
+        "escalate_after": _seconds(settings.pending_escalate_after_seconds),
+    }
+    if settings.slack_webhook_url:
+        return SlackNotifier(settings.slack_webhook_url, timeout_seconds=settings.slack_timeout_seconds, **options)
+    return LogNotifier(**options)
+
+
+def _approval_link_source(db: Database, links: ApprovalLinks) -> ApprovalLinkSource:
+    """Made when a message is delivered: a link for each active approver whose limit covers the amount."""
+    from . import approvers
+
+    def pairs(pending_id: int, amount: int, currency: str) -> list[tuple[str, str]]:
+        return [(a.name, links.url(pending_id, a.name, amount, currency)) for a in approvers.list_all(db)
+                if a.revoked_at is None and (a.approval_limit is None or amount <= a.approval_limit)]
+
+    return pairs
+
+
+def _seconds(value: int | None) -> timedelta | None:
+    return timedelta(seconds=value) if value is not None else None
 
 
 def _configure_logging() -> None:

@@ -12,7 +12,10 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 
 from . import approvers
+from .approval_links import ApprovalLinks
+from .errors import Forbidden
 from .http_errors import domain_error_response, error_response
+from .intake_auth import WEBHOOK_KEY_PREFIX, IntakeAuth, IntakeCaller
 from .money import Money
 from .openapi import openapi_document
 from .schemas import (
@@ -20,6 +23,7 @@ from .schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     MAX_ID,
     ApproveBody,
+    NewApproverBody,
     RefundRequestBody,
     RejectBody,
     describe,
@@ -44,11 +48,18 @@ def _bearer() -> str | None:
 
 
 def intake_auth(view: Handler) -> Handler:
+    """Run `view` only for an authenticated intake request (see IntakeAuth), with `g.intake` saying who sent it."""
+
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        token = _bearer()
-        if token is None or not approvers.tokens_match(token, current_app.config["SETTINGS"].intake_token):
-            return error_response("unauthorized", "Send the intake token as 'Authorization: Bearer <INTAKE_TOKEN>'.")
+        authenticator: IntakeAuth = current_app.extensions["intake_auth"]
+        # The signature covers these exact bytes; cached, so that the view parses the same ones.
+        caller = authenticator.authenticate(request.headers, request.get_data(cache=True))
+        if caller is None:
+            return error_response("unauthorized", "Send the intake token as 'Authorization: Bearer <INTAKE_TOKEN>', "
+                                                  "or sign the request with INTAKE_SIGNING_SECRET (Standard Webhooks: "
+                                                  "webhook-id, webhook-timestamp within 5 minutes, webhook-signature).")
+        g.intake = caller
         return view(*args, **kwargs)
 
     return wrapped
@@ -58,10 +69,11 @@ def approver_auth(view: Handler) -> Handler:
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         token = _bearer()
-        name = approvers.authenticate(_service().db, token) if token else None
-        if name is None:
+        approver = approvers.authenticate(_service().db, token) if token else None
+        if approver is None:
             return error_response("unauthorized", "Send a valid approver token as 'Authorization: Bearer <token>'.")
-        g.approver = name
+        g.approver = approver.name
+        g.approver_record = approver
         return view(*args, **kwargs)
 
     return wrapped
@@ -84,12 +96,37 @@ def _idempotency_key() -> str | tuple[Response, int] | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH or not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
+    if not _fits_idempotency_key(key):
         return error_response(
             "invalid_request",
             "Idempotency-Key: must be 1 to 255 visible ASCII characters (spaces allowed between them).",
         )
+    if key.startswith(WEBHOOK_KEY_PREFIX):
+        return error_response("invalid_request", f"Idempotency-Key: {WEBHOOK_KEY_PREFIX!r} starts the keys of signed "
+                                                 "requests; choose another key.")
     return key
+
+
+def _intake_idempotency_key(caller: IntakeCaller) -> str | tuple[Response, int] | None:
+    """What makes this request's retries safe, or an error answer.
+
+    A signed request's key is `webhook:<webhook-id>`: the id is signed, so a replay cannot choose a fresh key, and
+    the prefix (refused in the header) keeps it apart from every Idempotency-Key. A token request's key is its
+    optional Idempotency-Key header, which is checked on a signed request too, but not used there.
+    """
+    key = _idempotency_key()
+    if isinstance(key, tuple) or caller.webhook_id is None:
+        return key
+    signed_key = WEBHOOK_KEY_PREFIX + caller.webhook_id
+    if not _fits_idempotency_key(signed_key):
+        longest = IDEMPOTENCY_KEY_MAX_LENGTH - len(WEBHOOK_KEY_PREFIX)
+        return error_response("invalid_request", f"webhook-id: must be 1 to {longest} visible ASCII characters "
+                                                 "(spaces allowed between them).")
+    return signed_key
+
+
+def _fits_idempotency_key(key: str) -> bool:
+    return len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH and re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key) is not None
 
 
 def _answer(outcome: Outcome, success: dict[str, Any], status: int) -> tuple[Response, int]:
@@ -107,10 +144,11 @@ def refund_request() -> Any:
     body = _parse(RefundRequestBody)
     if isinstance(body, tuple):
         return body
-    key = _idempotency_key()
+    key = _intake_idempotency_key(g.intake)
     if isinstance(key, tuple):
         return key
-    outcome = _service().request_refund(RefundCommand(**body.model_dump()), idempotency_key=key)
+    outcome = _service().request_refund(RefundCommand(**body.model_dump()), idempotency_key=key,
+                                        channel="signed" if g.intake.channel == "signed" else "api")
     if outcome.status == "pending_approval":
         return jsonify({"status": "pending_approval", "pending_id": outcome.pending_id,
                         "request_id": outcome.request_id}), 202
@@ -125,6 +163,9 @@ def approve_refund() -> Any:
     if isinstance(body, tuple):
         return body
     outcome = _service().approve(body.pending_id, Actor(g.approver, "api"))
+    if outcome.status == "awaiting_second_approval":
+        return jsonify({"status": "awaiting_second_approval", "request_id": outcome.request_id,
+                        "pending_id": outcome.pending_id, "approved_by": g.approver}), 202
     return _answer(outcome, {"status": "approved", "refund_id": outcome.refund_id,
                              "request_id": outcome.request_id, "approved_by": g.approver}, 200)
 
@@ -142,11 +183,50 @@ def reject_refund() -> Any:
 @bp.get("/pending-refunds")
 @approver_auth
 def pending_refunds() -> Any:
+    links: ApprovalLinks | None = current_app.extensions.get("approval_links")
     items = []
     for row in _service().pending():
         money = Money(row.pop("amount"), row.pop("currency"))
-        items.append({**row, **money.as_json(), "requested_at": _iso(row["requested_at"])})
+        item = {**row, **money.as_json(), "requested_at": _iso(row["requested_at"])}
+        if links is not None:  # the caller's own one-click link, bound to them and this amount
+            item["approval_link"] = links.url(row["pending_id"], g.approver, money.amount, money.currency)
+        items.append(item)
     return jsonify({"pending": items, "count": len(items)})
+
+
+@bp.get("/approvers")
+@approver_auth
+def list_approvers() -> Any:
+    _admin_only()
+    return jsonify({"approvers": [a.as_json() for a in approvers.list_all(_service().db)]})
+
+
+@bp.post("/approvers")
+@approver_auth
+def add_approver() -> Any:
+    _admin_only()
+    body = _parse(NewApproverBody)
+    if isinstance(body, tuple):
+        return body
+    token = approvers.add(_service().db, body.name, _service().clock(), role=body.role,
+                          approval_limit=body.approval_limit, slack_user_id=body.slack_user_id)
+    current_app.logger.info("approver %s added by %s", body.name, g.approver)
+    return jsonify({"name": body.name, "role": body.role, "approval_limit": body.approval_limit,
+                    "slack_user_id": body.slack_user_id, "token": token}), 201
+
+
+@bp.delete("/approvers/<name>")
+@approver_auth
+def revoke_approver(name: str) -> Any:
+    _admin_only()
+    approvers.revoke(_service().db, name, _service().clock())
+    current_app.logger.info("approver %s revoked by %s", name, g.approver)
+    return jsonify({"name": name, "revoked": True})
+
+
+def _admin_only() -> None:
+    if not g.approver_record.is_admin:
+        raise Forbidden(f"{g.approver} is not an admin.")
 
 
 @bp.get("/refunds/<int:request_id>")
@@ -173,7 +253,7 @@ def refund_history(request_id: int) -> Any:
         "error": {"code": req["error_code"], "message": req["error_message"]} if req["error_code"] else None,
         "created_at": _iso(req["created_at"]),
         "resolved_at": _iso(req["resolved_at"]),
-        "approval": _approval(found["pending"]),
+        "approval": _approval(found["pending"], found["approvals"]),
         "refunds": [
             {"refund_id": r["refund_id"], "status": r["status"], **Money(r["amount"], r["currency"]).as_json(),
              "processed_at": _iso(r["processed_at"])}
@@ -195,11 +275,13 @@ def _money_or_nulls(amount: int | None, currency: str | None) -> dict[str, objec
     return Money(amount, currency).as_json()
 
 
-def _approval(pending: dict[str, Any] | None) -> dict[str, Any] | None:
+def _approval(pending: dict[str, Any] | None, approvals: list[dict[str, Any]]) -> dict[str, Any] | None:
     if pending is None:
         return None
     return {"pending_id": pending["id"], "status": pending["status"], "decided_by": pending["decided_by"],
-            "decided_at": _iso(pending["decided_at"]), "note": pending["decision_note"]}
+            "decided_at": _iso(pending["decided_at"]), "note": pending["decision_note"],
+            "approvals": [{"approver": a["approver"], "channel": a["channel"], "at": _iso(a["at"])}
+                          for a in approvals]}
 
 
 def _iso(value: Any) -> str | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import signal
 from typing import Any
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from sqlalchemy.exc import IntegrityError
 
 from . import approvers
 from .errors import RefundError
@@ -29,24 +31,67 @@ def db_upgrade() -> None:
     click.echo("database is up to date")
 
 
+SLACK_USER_HELP = "Slack member id (U... or W...: profile, \u22ee, Copy member ID) whose buttons act as NAME"
+
+
+def _slack_user(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[UW][A-Z0-9]{2,49}", value):
+        raise click.BadParameter("a Slack member id looks like U0123ABCD (profile, \u22ee, Copy member ID)")
+    return value
+
+
 @approvers_cli.command("add")
 @click.argument("name")
-def approvers_add(name: str) -> None:
+@click.option("--role", type=click.Choice(approvers.ROLES), default="approver", show_default=True,
+              help="admins may also manage approvers through the API")
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="largest refund NAME may approve alone, in minor units (default: no limit)")
+@click.option("--slack-user", callback=_slack_user, default=None, help=SLACK_USER_HELP)
+def approvers_add(name: str, role: str, limit: int | None, slack_user: str | None) -> None:
     """Create approver NAME and print their token. It is shown once; only its hash is kept."""
     try:
-        token = approvers.add(_service().db, name, utcnow())
-    except RefundError as exc:
-        raise click.ClickException(exc.message) from None
+        token = approvers.add(_service().db, name, utcnow(), role=role, approval_limit=limit,
+                              slack_user_id=slack_user)
+    except (RefundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"approver {name} added; their token (shown once, store it now):")
     click.echo(token)
 
 
+@approvers_cli.command("set")
+@click.argument("name")
+@click.option("--role", type=click.Choice(approvers.ROLES), default=None, help="approver or admin")
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="largest refund NAME may approve alone, in minor units")
+@click.option("--no-limit", is_flag=True, help="remove NAME's approval limit")
+@click.option("--slack-user", callback=_slack_user, default=None, help=SLACK_USER_HELP)
+def approvers_set(name: str, role: str | None, limit: int | None, no_limit: bool, slack_user: str | None) -> None:
+    """Change active approver NAME's role, approval limit or Slack user; their token stays."""
+    if limit is not None and no_limit:
+        raise click.UsageError("give --limit or --no-limit, not both")
+    if role is None and limit is None and not no_limit and slack_user is None:
+        raise click.UsageError("nothing to change: give --role, --limit, --no-limit or --slack-user")
+    try:
+        approver = approvers.change(_service().db, name, role=role, approval_limit=limit, no_limit=no_limit,
+                                    slack_user_id=slack_user)
+    except (RefundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except IntegrityError:  # the unique Slack user constraint
+        raise click.ClickException(f"Slack user {slack_user} is already linked to another approver.") from None
+    click.echo(f"approver {approver.name}: {_describe(approver)}")
+
+
 @approvers_cli.command("list")
 def approvers_list() -> None:
-    """List approvers and whether their token is active."""
+    """List approvers: active or revoked, role, approval limit (minor units) and Slack user."""
     for approver in approvers.list_all(_service().db):
         state = f"revoked {approver.revoked_at:%Y-%m-%d %H:%M}Z" if approver.revoked_at else "active"
-        click.echo(f"{approver.name}\t{state}\tadded {approver.created_at:%Y-%m-%d %H:%M}Z")
+        click.echo(f"{approver.name}\t{state}\tadded {approver.created_at:%Y-%m-%d %H:%M}Z\t{_describe(approver)}")
+
+
+def _describe(approver: approvers.Approver) -> str:
+    limit = f"limit {approver.approval_limit}" if approver.approval_limit is not None else "no limit"
+    return f"{approver.role}, {limit}, slack {approver.slack_user_id or '-'}"
 
 
 @approvers_cli.command("revoke")

@@ -7,9 +7,12 @@ A missing or malformed required setting raises `ConfigError` with one line namin
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from .intake_auth import decode_signing_secret
 
 DEFAULT_DATABASE_URL = "sqlite:///refunds.db"
 DEFAULT_AUTO_APPROVE_THRESHOLD = 5000
@@ -25,7 +28,9 @@ class Settings:
     """Everything the service needs to run. Secrets are excluded from `repr`."""
 
     stripe_secret_key: str = field(repr=False)
-    intake_token: str = field(repr=False)
+    intake_token: str | None = field(repr=False)
+    # Signed intake: Standard Webhooks secrets (`whsec_...`), several while one is being rotated.
+    intake_signing_secrets: tuple[str, ...] = field(default=(), repr=False)
     database_url: str = DEFAULT_DATABASE_URL
     stripe_api_base: str | None = None
     stripe_max_network_retries: int = 2
@@ -40,6 +45,15 @@ class Settings:
     worker_in_process: bool = True
     worker_poll_seconds: float = 1.0
     public_base_url: str | None = None
+    # Approvals (issue 4): two-person rule, signed links, Slack buttons, escalation and expiry.
+    two_person_threshold: int | None = None
+    approval_link_secret: str | None = field(default=None, repr=False)
+    approval_link_ttl_seconds: int = 86_400
+    slack_signing_secret: str | None = field(default=None, repr=False)
+    slack_response_url_prefix: str = "https://hooks.slack.com/"
+    pending_escalate_after_seconds: int | None = 4 * 3600
+    pending_expire_after_seconds: int | None = 72 * 3600
+    slack_escalation_mention: str = "<!here>"
 
     @property
     def is_sqlite(self) -> bool:
@@ -71,6 +85,21 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _optional_int(env: Mapping[str, str], name: str, default: int | None = None) -> int | None:
+    """A whole number, or None when unset (or `off`), for settings that can be switched off."""
+    raw = _get(env, name)
+    if raw is not None and raw.lower() == "off":
+        return None
+    return _int(env, name, 0, minimum=0) if raw is not None else default
+
+
+def _secret(env: Mapping[str, str], name: str, *, min_length: int) -> str | None:
+    value = _get(env, name)
+    if value is not None and len(value) < min_length:
+        raise ConfigError(f"{name} must be at least {min_length} characters long")
     return value
 
 
@@ -107,6 +136,19 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     return value
 
 
+def _signing_secrets(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """`whsec_<base64>` secrets separated by spaces or commas, each decoded once here to refuse a bad one."""
+    secrets = tuple(s for s in re.split(r"[\s,]+", _get(env, name) or "") if s)
+    for number, secret in enumerate(secrets, start=1):
+        try:
+            decode_signing_secret(secret)
+        except ValueError as exc:
+            # Never echo the value: it is a secret.
+            raise ConfigError(f"{name}: secret {number} of {len(secrets)} {exc} (expected whsec_<base64>, "
+                              "several separated by spaces or commas)") from None
+    return secrets
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build `Settings` from `env` (default: `os.environ`), then apply `overrides`.
 
@@ -118,17 +160,22 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     )
     if not stripe_key.startswith(("sk_", "rk_")):
         raise ConfigError("STRIPE_SECRET_KEY must be a Stripe secret or restricted key (sk_... or rk_...)")
-    intake_token = _require(
-        env, "INTAKE_TOKEN", "set it to the secret your support tool sends as 'Authorization: Bearer ...'"
-    )
-    if len(intake_token) < MIN_SECRET_LENGTH:
+    intake_token = _get(env, "INTAKE_TOKEN")
+    if intake_token is not None and len(intake_token) < MIN_SECRET_LENGTH:
         raise ConfigError(f"INTAKE_TOKEN must be at least {MIN_SECRET_LENGTH} characters long")
+    intake_signing_secrets = _signing_secrets(env, "INTAKE_SIGNING_SECRET")
+    if intake_token is None and not intake_signing_secrets:
+        raise ConfigError(
+            "INTAKE_TOKEN is not set, nor INTAKE_SIGNING_SECRET: set INTAKE_TOKEN to the secret your support tool "
+            "sends as 'Authorization: Bearer ...', or INTAKE_SIGNING_SECRET to its Standard Webhooks secret(s)"
+        )
     database_url = _get(env, "DATABASE_URL") or DEFAULT_DATABASE_URL
     if not database_url.startswith(("sqlite", "postgresql")):
         raise ConfigError("DATABASE_URL must be a sqlite:/// or postgresql+psycopg:// URL")
     settings = Settings(
         stripe_secret_key=stripe_key,
         intake_token=intake_token,
+        intake_signing_secrets=intake_signing_secrets,
         database_url=database_url,
         stripe_api_base=_url(env, "STRIPE_API_BASE", ("http://", "https://")),
         stripe_max_network_retries=_int(env, "STRIPE_MAX_NETWORK_RETRIES", 2, minimum=0),
@@ -145,6 +192,14 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         worker_in_process=_bool(env, "WORKER_IN_PROCESS", True),
         worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 1.0),
         public_base_url=_url(env, "PUBLIC_BASE_URL", ("https://", "http://")),
+        two_person_threshold=_optional_int(env, "TWO_PERSON_THRESHOLD"),
+        approval_link_secret=_secret(env, "APPROVAL_LINK_SECRET", min_length=32),
+        approval_link_ttl_seconds=_int(env, "APPROVAL_LINK_TTL", 86_400, minimum=60),
+        slack_signing_secret=_get(env, "SLACK_SIGNING_SECRET"),
+        slack_response_url_prefix=_get(env, "SLACK_RESPONSE_URL_PREFIX") or "https://hooks.slack.com/",
+        pending_escalate_after_seconds=_optional_int(env, "PENDING_ESCALATE_AFTER", default=4 * 3600),
+        pending_expire_after_seconds=_optional_int(env, "PENDING_EXPIRE_AFTER", default=72 * 3600),
+        slack_escalation_mention=_get(env, "SLACK_ESCALATION_MENTION") or "<!here>",
     )
     if overrides:
         settings = Settings(**{**settings.__dict__, **overrides})

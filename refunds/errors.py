@@ -83,6 +83,40 @@ class InvalidEvent(RefundError):
     code = "invalid_event"
 
 
+class SelfApproval(RefundError):
+    """Nobody approves a refund they asked for."""
+
+    code = "self_approval"
+
+
+class OverApprovalLimit(RefundError):
+    code = "over_approval_limit"
+
+
+class AlreadyApproved(RefundError):
+    """This approver already approved this request; the two-person rule needs someone else."""
+
+    code = "already_approved"
+
+
+class NotAnApprover(RefundError):
+    """No active approver by that name (revoked, or never added)."""
+
+    code = "unauthorized"
+
+
+class Forbidden(RefundError):
+    """The approver is known but their role does not allow this."""
+
+    code = "forbidden"
+
+
+class LinkInvalid(RefundError):
+    """An approval link that is tampered, expired, used, or no longer matches its request."""
+
+    code = "invalid_link"
+
+
 class ApproverExists(RefundError):
     code = "approver_exists"
 

@@ -1,12 +1,19 @@
 """Slack notifications: Block Kit messages built from outbox facts, and their delivery.
 
 Building is pure; delivery raises `DeliveryFailed` so the worker can retry later.
-When no webhook URL is configured, messages are only logged.
+When no webhook URL is configured, messages are only logged (their text line, never a link).
+
+Messages that wait for a decision (needs approval, needs a second approval, escalated) carry a
+"Reason for rejection" input, Approve and Reject buttons (handled by `POST /slack/interactions`),
+one signed approval link per approver when links are configured, and the curl commands.
+Links are made at delivery time and never stored in the outbox.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any, Protocol
 
 from slack_sdk.webhook import WebhookClient
@@ -15,13 +22,43 @@ from .money import Money
 
 log = logging.getLogger(__name__)
 
+# slack_sdk logs the URL it posts to (at INFO when it retries, at DEBUG always); webhook and
+# response URLs are credentials, so its client gets a logger that only passes warnings on.
+quiet_client_log = logging.getLogger(f"{__name__}.client")
+quiet_client_log.setLevel(logging.WARNING)
+
 TITLES = {
     "auto_approved": ":white_check_mark: Refund auto-approved",
     "needs_approval": ":hourglass_flowing_sand: Refund needs approval",
+    "needs_second_approval": ":hourglass_flowing_sand: Refund needs a second approval",
+    "escalated": ":rotating_light: Refund still waiting for approval",
     "approved": ":white_check_mark: Refund approved",
     "rejected": ":no_entry_sign: Refund rejected",
+    "expired": ":zzz: Refund expired without a decision",
     "failed": ":x: Refund failed",
 }
+DECISION_KINDS = frozenset({"needs_approval", "needs_second_approval", "escalated"})
+DEFAULT_ESCALATION_MENTION = "<!here>"
+
+# Action and block ids shared with `slack_interactions`, which reads clicks and replaces messages.
+APPROVE_ACTION = "approve_refund"
+REJECT_ACTION = "reject_refund"
+REASON_ACTION = "reject_reason"
+REASON_BLOCK = "reject_reason"
+DECISION_BLOCK = "refund_decision"
+LINKS_BLOCK_PREFIX = "approval_links"
+HOW_TO_BLOCK = "how_to_approve"
+MENTION_BLOCK = "escalation"
+# What a decided message no longer needs: it keeps its facts and gains the outcome.
+INTERACTIVE_BLOCK_IDS = (REASON_BLOCK, DECISION_BLOCK, LINKS_BLOCK_PREFIX, HOW_TO_BLOCK, MENTION_BLOCK)
+
+SECTION_TEXT_LIMIT = 3000  # Slack refuses a section whose text is longer
+
+ApprovalLink = tuple[str, str]
+"""(approver name, signed URL for that approver)."""
+
+ApprovalLinkSource = Callable[[int, int, str], Sequence[ApprovalLink]]
+"""Given (pending_id, amount, currency): the approvers who may decide it, each with their link."""
 
 
 class DeliveryFailed(Exception):
@@ -32,33 +69,151 @@ class Notifier(Protocol):
     def send(self, kind: str, facts: dict[str, Any]) -> None: ...
 
 
-def build_message(kind: str, facts: dict[str, Any], *, base_url: str | None = None) -> dict[str, Any]:
-    """A Slack incoming-webhook body (`text` fallback plus `blocks`) for one refund event."""
+def build_message(
+    kind: str,
+    facts: dict[str, Any],
+    *,
+    base_url: str | None = None,
+    approval_links: Sequence[ApprovalLink] = (),
+    escalation_mention: str = DEFAULT_ESCALATION_MENTION,
+    escalate_after: timedelta | None = None,
+) -> dict[str, Any]:
+    """A Slack incoming-webhook body (`text` fallback plus `blocks`) for one refund event.
+
+    Pure: everything it shows comes from its arguments. `approval_links` are shown only on
+    messages that wait for a decision (minus the approver who already approved, on a
+    `needs_second_approval`); the `text` line never contains a link. An `escalated` message
+    starts with `escalation_mention` and says how long the refund has waited (the facts'
+    `waited_seconds` when present, else "more than `escalate_after`").
+    """
     title = TITLES.get(kind, f"Refund update: {kind}")
     money = Money(int(facts["amount"]), str(facts["currency"]))
+    summary = f"{title}: {money} on {facts['charge_id']} (request #{facts['request_id']})"
+    blocks: list[dict[str, Any]] = []
+    if kind == "escalated":
+        waited = _waited(facts, escalate_after)
+        summary = f"{escalation_mention} {summary}, waiting {waited}"
+        blocks.append(_section(f"{escalation_mention} This refund has waited {waited} for a decision.",
+                               block_id=MENTION_BLOCK))
+    blocks += [
+        {"type": "header", "text": {"type": "plain_text", "text": title.split(" ", 1)[1], "emoji": True}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in _fields(facts, money)]},
+    ]
+    if kind in DECISION_KINDS:
+        if facts.get("policy_explanation"):
+            blocks.append(_context(escape_mrkdwn(str(facts["policy_explanation"]))))
+        if kind == "needs_second_approval":
+            blocks.append(_context(f"Approved by {escape_mrkdwn(str(facts.get('actor') or 'someone'))}; "
+                                   "a second, different approver is needed."))
+        if facts.get("pending_id") is not None:
+            blocks += _decision_blocks(int(facts["pending_id"]), money, str(facts["charge_id"]))
+            already = str(facts.get("actor") or "") if kind == "needs_second_approval" else ""
+            blocks += _link_sections([(name, url) for name, url in approval_links if name != already])
+        blocks.append(_section(_how_to_approve(facts, base_url), block_id=HOW_TO_BLOCK))
+    elif kind == "rejected" and facts.get("note"):
+        blocks.append(_context(f"Reason for rejection: {escape_mrkdwn(str(facts['note']))}"))
+    elif kind == "expired":
+        blocks.append(_context("Nobody decided in time, so it expired; nothing was refunded. "
+                               "Ask for it again if it is still due."))
+    elif kind == "failed":
+        message = escape_mrkdwn(str(facts.get("error_message")))
+        blocks.append(_context(f"Stripe said `{facts.get('error_code')}`: {message}"))
+    return {"text": summary, "blocks": blocks}
+
+
+def _fields(facts: dict[str, Any], money: Money) -> list[tuple[str, str]]:
     fields = [
         ("Amount", str(money)),
         ("Charge", f"`{facts['charge_id']}`"),
-        ("Reason", str(facts.get("reason") or "")),
+        ("Reason", escape_mrkdwn(str(facts.get("reason") or ""))),
         ("Request", f"#{facts['request_id']}"),
     ]
     for label, key in (("Customer", "customer_email"), ("Product", "product"), ("Ticket", "ticket_id"),
                        ("Refund", "refund_id"), ("By", "actor")):
         if facts.get(key):
-            fields.append((label, str(facts[key])))
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": title.split(" ", 1)[1], "emoji": True}},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in fields]},
+            fields.append((label, escape_mrkdwn(str(facts[key]))))
+    return fields
+
+
+def _decision_blocks(pending_id: int, money: Money, charge_id: str) -> list[dict[str, Any]]:
+    """The optional rejection reason (it arrives in the click's `state.values`) and the two buttons."""
+    value = str(pending_id)
+    return [
+        {
+            "type": "input",
+            "block_id": REASON_BLOCK,
+            "optional": True,
+            "label": {"type": "plain_text", "text": "Reason for rejection"},
+            "element": {"type": "plain_text_input", "action_id": REASON_ACTION,
+                        "placeholder": {"type": "plain_text", "text": "Shown with the rejection"}},
+        },
+        {
+            "type": "actions",
+            "block_id": DECISION_BLOCK,
+            "elements": [
+                {
+                    "type": "button", "action_id": APPROVE_ACTION, "value": value, "style": "primary",
+                    "text": {"type": "plain_text", "text": "Approve"},
+                    "confirm": {
+                        "title": {"type": "plain_text", "text": "Approve this refund?"},
+                        "text": {"type": "mrkdwn", "text": f"{money} goes back to the customer on `{charge_id}` "
+                                                           "now. This cannot be undone."},
+                        "confirm": {"type": "plain_text", "text": "Approve and refund"},
+                        "deny": {"type": "plain_text", "text": "Cancel"},
+                    },
+                },
+                {
+                    "type": "button", "action_id": REJECT_ACTION, "value": value, "style": "danger",
+                    "text": {"type": "plain_text", "text": "Reject"},
+                },
+            ],
+        },
     ]
-    if kind == "needs_approval":
-        blocks.append(_context(str(facts.get("policy_explanation") or "")))
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _how_to_approve(facts, base_url)}})
-    elif kind == "rejected" and facts.get("note"):
-        blocks.append(_context(f"Reason for rejection: {facts['note']}"))
-    elif kind == "failed":
-        blocks.append(_context(f"Stripe said `{facts.get('error_code')}`: {facts.get('error_message')}"))
-    text = f"{title}: {money} on {facts['charge_id']} (request #{facts['request_id']})"
-    return {"text": text, "blocks": blocks}
+
+
+def _link_sections(links: Sequence[ApprovalLink]) -> list[dict[str, Any]]:
+    """One line per approver, split over as many sections as Slack's length limit needs."""
+    if not links:
+        return []
+    lines = [f"<{url}|Approve or reject as {escape_mrkdwn(name)}>" for name, url in links]
+    chunks: list[str] = ["*One-click links* (each works once, for the person named):"]
+    for line in lines:
+        if len(chunks[-1]) + 1 + len(line) > SECTION_TEXT_LIMIT:
+            chunks.append(line)
+        else:
+            chunks[-1] += "\n" + line
+    return [_section(text, block_id=f"{LINKS_BLOCK_PREFIX}_{i}") for i, text in enumerate(chunks)]
+
+
+def _waited(facts: dict[str, Any], escalate_after: timedelta | None) -> str:
+    seconds = facts.get("waited_seconds")
+    if isinstance(seconds, int | float) and seconds >= 0:
+        return duration(timedelta(seconds=seconds))
+    if escalate_after is not None:
+        return f"more than {duration(escalate_after)}"
+    return "longer than expected"
+
+
+def duration(span: timedelta) -> str:
+    """For people: '3 days 4 h', '4 h 30 min', '12 min'."""
+    minutes = int(span.total_seconds()) // 60
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    parts = [f"{days} day{'s' if days != 1 else ''}" if days else "", f"{hours} h" if hours else "",
+             f"{minutes} min" if minutes and not days else ""]
+    return " ".join(p for p in parts if p) or "less than a minute"
+
+
+def escape_mrkdwn(text: str) -> str:
+    """Text from the support tool or people, shown as typed: no mentions, no links (Slack's escaping)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _section(text: str, *, block_id: str | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    if block_id is not None:
+        block["block_id"] = block_id
+    return block
 
 
 def _context(text: str) -> dict[str, Any]:
@@ -76,15 +231,43 @@ def _how_to_approve(facts: dict[str, Any], base_url: str | None) -> str:
     )
 
 
-class SlackNotifier:
+class _MessageMaker:
+    """What both notifiers share: the message options and the approval links, made when sending."""
+
+    def __init__(self, *, base_url: str | None, approval_links: ApprovalLinkSource | None,
+                 escalation_mention: str, escalate_after: timedelta | None) -> None:
+        self._base_url = base_url
+        self._approval_links = approval_links
+        self._escalation_mention = escalation_mention
+        self._escalate_after = escalate_after
+
+    def message(self, kind: str, facts: dict[str, Any]) -> dict[str, Any]:
+        """The message for `kind`; raises DeliveryFailed when its approval links cannot be made now."""
+        return build_message(kind, facts, base_url=self._base_url, approval_links=self._links(kind, facts),
+                             escalation_mention=self._escalation_mention, escalate_after=self._escalate_after)
+
+    def _links(self, kind: str, facts: dict[str, Any]) -> Sequence[ApprovalLink]:
+        if self._approval_links is None or kind not in DECISION_KINDS or facts.get("pending_id") is None:
+            return ()
+        try:
+            return self._approval_links(int(facts["pending_id"]), int(facts["amount"]), str(facts["currency"]))
+        except Exception as exc:  # noqa: BLE001 - the database may be down; the worker retries the message
+            raise DeliveryFailed(f"approval links not made: {type(exc).__name__}") from None
+
+
+class SlackNotifier(_MessageMaker):
     """Posts to a Slack incoming webhook; raises `DeliveryFailed` on any non-200 or network error."""
 
-    def __init__(self, webhook_url: str, *, base_url: str | None = None, timeout_seconds: int = 10) -> None:
-        self._client = WebhookClient(webhook_url, timeout=timeout_seconds)
-        self._base_url = base_url
+    def __init__(self, webhook_url: str, *, base_url: str | None = None, timeout_seconds: int = 10,
+                 approval_links: ApprovalLinkSource | None = None,
+                 escalation_mention: str = DEFAULT_ESCALATION_MENTION,
+                 escalate_after: timedelta | None = None) -> None:
+        super().__init__(base_url=base_url, approval_links=approval_links,
+                         escalation_mention=escalation_mention, escalate_after=escalate_after)
+        self._client = WebhookClient(webhook_url, timeout=timeout_seconds, logger=quiet_client_log)
 
     def send(self, kind: str, facts: dict[str, Any]) -> None:
-        body = build_message(kind, facts, base_url=self._base_url)
+        body = self.message(kind, facts)
         try:
             response = self._client.send(text=body["text"], blocks=body["blocks"])
         except Exception as exc:  # noqa: BLE001 - urllib raises many types; all mean "not delivered"
@@ -93,11 +276,18 @@ class SlackNotifier:
             raise DeliveryFailed(f"Slack answered {response.status_code}: {str(response.body)[:200]}")
 
 
-class LogNotifier:
-    """Used when SLACK_WEBHOOK_URL is unset: the message goes to the log, never an error."""
+class LogNotifier(_MessageMaker):
+    """Used when SLACK_WEBHOOK_URL is unset: the message's text line goes to the log, never an error.
 
-    def __init__(self, *, base_url: str | None = None) -> None:
-        self._base_url = base_url
+    The whole message is still built (links included) so that it fails as it would in Slack,
+    but only the text line, which never holds a link, is logged.
+    """
+
+    def __init__(self, *, base_url: str | None = None, approval_links: ApprovalLinkSource | None = None,
+                 escalation_mention: str = DEFAULT_ESCALATION_MENTION,
+                 escalate_after: timedelta | None = None) -> None:
+        super().__init__(base_url=base_url, approval_links=approval_links,
+                         escalation_mention=escalation_mention, escalate_after=escalate_after)
 
     def send(self, kind: str, facts: dict[str, Any]) -> None:
-        log.info("notification (Slack not configured): %s", build_message(kind, facts, base_url=self._base_url)["text"])
+        log.info("notification (Slack not configured): %s", self.message(kind, facts)["text"])

@@ -7,17 +7,20 @@ tests run schemathesis against this document to prove the responses match too.
 from __future__ import annotations
 
 import copy
+import re
 from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
 
+from .intake_auth import WEBHOOK_KEY_PREFIX
 from .schemas import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
     IDEMPOTENCY_KEY_PATTERN,
     MAX_ID,
     REASONS,
     ApproveBody,
+    NewApproverBody,
     RefundRequestBody,
     RejectBody,
     StripeEvent,
@@ -83,7 +86,39 @@ PROCESSING = {
     "required": ["status", "request_id"],
     "properties": {"status": {"const": "processing"}, "request_id": {"type": "integer"}},
 }
+AWAITING_SECOND = {
+    "type": "object",
+    "required": ["status", "request_id", "pending_id", "approved_by"],
+    "properties": {"status": {"const": "awaiting_second_approval"}, "request_id": {"type": "integer"},
+                   "pending_id": {"type": "integer"}, "approved_by": {"type": "string"}},
+}
+APPROVER: dict[str, Any] = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "role": {"enum": ["approver", "admin"]},
+                   "approval_limit": {"type": ["integer", "null"]}, "slack_user_id": {"type": ["string", "null"]},
+                   "active": {"type": "boolean"}, "created_at": {"type": "string"}},
+}
+
+
+def HTML(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
 AUTH_ERRORS = {"401": _error("Missing or wrong bearer token.")}
+SIGNED_INTAKE = {
+    "type": "apiKey",
+    "in": "header",
+    "name": "webhook-signature",
+    "description": (
+        "Standard Webhooks (https://www.standardwebhooks.com/), verified with INTAKE_SIGNING_SECRET. Three headers: "
+        "`webhook-id`, the message's unique id, which is the request's idempotency key (a replay gets the first "
+        "answer and does nothing more; the same id with another body gets `422 idempotency_mismatch`); "
+        "`webhook-timestamp`, Unix seconds, within 5 minutes of the server's clock either way; and "
+        "`webhook-signature`, `v1,` and the base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}` keyed "
+        "with the base64-decoded part of the `whsec_` secret. Several signatures, separated by spaces, are allowed "
+        "while a secret is rotated; one valid signature is enough."
+    ),
+}
 # How the ids in one answer feed the next call (OpenAPI links; schemathesis follows them too).
 HISTORY_LINK = {"GetRefund": {
     "operationId": "getRefund",
@@ -99,6 +134,43 @@ DECISION_LINKS = {
     for verb in ("approve", "reject")
 }
 BAD_INPUT = {"400": _error("The body is not JSON, or a field is invalid; `message` names it.")}
+SLACK_INTERACTIONS = {"post": {
+    "operationId": "slackInteraction",
+    "summary": "Approve and Reject clicked in Slack: the Slack app's Interactivity Request URL.",
+    "description": (
+        "Slack signs each request with the app's signing secret (SLACK_SIGNING_SECRET): `X-Slack-Signature` is "
+        "`v0=` and the hex HMAC-SHA256 of `v0:{X-Slack-Request-Timestamp}:{raw body}`; requests older than 5 "
+        "minutes are refused. The clicking Slack user must be linked to an active approver "
+        "(`approvers add|set NAME --slack-user U...`). The answer is an empty 200 at once; the approval or "
+        "rejection runs in the background and its outcome replaces the message through the payload's "
+        "`response_url` (only under SLACK_RESPONSE_URL_PREFIX). Anyone else gets a note only they can see, "
+        "and nothing is decided."
+    ),
+    "security": [],
+    "parameters": [
+        {"name": "X-Slack-Signature", "in": "header", "required": True, "schema": {"type": "string"}},
+        {"name": "X-Slack-Request-Timestamp", "in": "header", "required": True,
+         "description": "Unix seconds.", "schema": {"type": "string"}},
+    ],
+    "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+        "type": "object",
+        "required": ["payload"],
+        "properties": {"payload": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "Slack's interaction payload: for a click, `type` `block_actions`, `user.id`, "
+                           "`actions[0].action_id` (`approve_refund` or `reject_refund`) and `.value` (the "
+                           "pending id), `state.values` (the optional `reject_reason`) and `response_url`. "
+                           "Other interaction types are acknowledged and ignored.",
+        }},
+    }}}},
+    "responses": {
+        "200": {"description": "Received; the outcome follows in Slack."},
+        "400": _error("`invalid_payload`: signed, but `payload` is not a Slack interaction; `message` says why."),
+        "401": _error("`invalid_signature`: missing, wrong or older than 5 minutes."),
+        "503": _error("`slack_not_configured`: SLACK_SIGNING_SECRET is unset."),
+    },
+}}
 
 
 @cache
@@ -142,7 +214,7 @@ def openapi_document() -> dict[str, Any]:
         ),
         "502": _error("`stripe_unavailable` or `stripe_misconfigured`: not the request's fault; retry later."),
     }
-    pending_item = {
+    pending_item: dict[str, Any] = {
         "type": "object",
         "properties": {
             "pending_id": {"type": "integer"},
@@ -156,6 +228,7 @@ def openapi_document() -> dict[str, Any]:
             "ticket_id": NULLABLE_STRING,
             "note": NULLABLE_STRING,
             "policy_explanation": {"type": "string"},
+            "approval_link": {"type": "string", "description": "Your signed one-click link (when links are on)."},
         },
         "required": ["pending_id", "request_id", "charge_id", "amount", "currency", "requested_at"],
     }
@@ -169,7 +242,7 @@ def openapi_document() -> dict[str, Any]:
         "properties": {
             "request_id": {"type": "integer"},
             "status": {
-                "enum": ["received", "pending_approval", "executing", "succeeded", "failed", "rejected"],
+                "enum": ["received", "pending_approval", "executing", "succeeded", "failed", "rejected", "expired"],
                 "description": "`received` until the charge was read from Stripe.",
             },
             "decision": {"enum": ["auto_approve", "needs_approval", None], "description": "null until assessed."},
@@ -196,10 +269,15 @@ def openapi_document() -> dict[str, Any]:
                 "required": ["pending_id", "status", "decided_by", "decided_at", "note"],
                 "properties": {
                     "pending_id": {"type": "integer"},
-                    "status": {"type": "string", "description": "`pending`, `approved` or `rejected`."},
+                    "status": {"type": "string", "description": "`pending`, `approved`, `rejected` or `expired`."},
                     "decided_by": NULLABLE_STRING,
                     "decided_at": NULLABLE_DATE_TIME,
                     "note": NULLABLE_STRING,
+                    "approvals": {"type": "array", "description": "Each approval: who, through which channel, when.",
+                                  "items": {"type": "object", "required": ["approver", "channel", "at"],
+                                            "properties": {"approver": {"type": "string"},
+                                                           "channel": {"type": "string"},
+                                                           "at": {"type": "string", "format": "date-time"}}}},
                 },
                 "description": "The approval queue entry; null for refunds that were auto-approved.",
             },
@@ -242,6 +320,7 @@ def openapi_document() -> dict[str, Any]:
         "components": {
             "securitySchemes": {
                 "intakeToken": {"type": "http", "scheme": "bearer", "description": "INTAKE_TOKEN"},
+                "signedIntake": SIGNED_INTAKE,
                 "approverToken": {"type": "http", "scheme": "bearer", "description": "A token from `approvers add`."},
             },
             "schemas": {
@@ -261,36 +340,48 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "operationId": "requestRefund",
                     "summary": "Ask for a refund; small ones execute at once, larger ones wait for approval.",
-                    "security": [{"intakeToken": []}],
+                    "security": [{"intakeToken": []}, {"signedIntake": []}],
                     "parameters": [{
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
                         "description": "A repeat with the same key returns the first answer and does nothing more. "
-                                       "1 to 255 visible ASCII characters, spaces allowed between them.",
+                                       "1 to 255 visible ASCII characters, spaces allowed between them, not starting "
+                                       f"with `{WEBHOOK_KEY_PREFIX}`. Checked on signed requests too, but there the "
+                                       "`webhook-id` is the key.",
                         "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
-                                   "pattern": IDEMPOTENCY_KEY_PATTERN},
+                                   "pattern": IDEMPOTENCY_KEY_PATTERN,
+                                   "not": {"pattern": f"^{re.escape(WEBHOOK_KEY_PREFIX)}"}},
                     }],
                     "requestBody": _json_body(refund_body),
                     "responses": {
                         "200": _ok("Refunded on Stripe now.", refund_ok, HISTORY_LINK),
                         "202": _ok("Queued for a manager, or accepted and being retried against Stripe.",
                                    {"oneOf": [queued, PROCESSING]}, {**HISTORY_LINK, **DECISION_LINKS}),
-                        **BAD_INPUT, **AUTH_ERRORS, **stripe_errors,
-                        "422": _error("`idempotency_mismatch`: the key was used with another body."),
+                        **stripe_errors,
+                        "400": _error("The body is not JSON, a field is invalid, or `Idempotency-Key` (or a signed "
+                                      "request's `webhook-id`) cannot be a key; `message` names it."),
+                        "401": _error("No valid bearer token and no valid signature: a signature header missing or "
+                                      "malformed, a timestamp more than 5 minutes away, or no signature made with a "
+                                      "configured secret over this exact body."),
+                        "422": _error("`idempotency_mismatch`: the key (or the signed `webhook-id`) was used with "
+                                      "another body."),
                     },
                 }
             },
             "/approve-refund": {
                 "post": {
                     "operationId": "approveRefund",
-                    "summary": "Approve a pending refund; A second approval never refunds twice.",
+                    "summary": "Approve a pending refund. It executes once enough different approvers approved "
+                               "(two above TWO_PERSON_THRESHOLD); a second approval never refunds twice.",
                     "security": [{"approverToken": []}],
                     "requestBody": _json_body(_body_schema(ApproveBody)),
                     "responses": {
                         "200": _ok("Approved and refunded.", approved, HISTORY_LINK),
-                        "202": _ok("Approved; Stripe is being retried.", PROCESSING, HISTORY_LINK),
+                        "202": _ok("Approved; Stripe is being retried, or a second approver is needed.",
+                                   {"oneOf": [PROCESSING, AWAITING_SECOND]}, HISTORY_LINK),
                         **BAD_INPUT, **AUTH_ERRORS, **stripe_errors,
+                        "403": _error("`self_approval` (they asked for it) or `over_approval_limit`."),
                     },
                 }
             },
@@ -354,6 +445,70 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/approvers": {
+                "get": {
+                    "operationId": "listApprovers",
+                    "summary": "Every approver, active or revoked (admins only).",
+                    "security": [{"approverToken": []}],
+                    "responses": {
+                        "200": _ok("The approvers.", {"type": "object", "required": ["approvers"],
+                                                      "properties": {"approvers": {"type": "array",
+                                                                                   "items": APPROVER}}}),
+                        **AUTH_ERRORS, "403": _error("`forbidden`: admins only."),
+                    },
+                },
+                "post": {
+                    "operationId": "addApprover",
+                    "summary": "Add an approver (admins only); the answer holds their token, shown once.",
+                    "security": [{"approverToken": []}],
+                    "requestBody": _json_body(_body_schema(NewApproverBody)),
+                    "responses": {
+                        "201": _ok("Added.", {"type": "object", "required": ["name", "role", "token"],
+                                              "properties": {**APPROVER["properties"], "token": {"type": "string"}}}),
+                        **BAD_INPUT, **AUTH_ERRORS, "403": _error("`forbidden`: admins only."),
+                        "409": _error("`approver_exists`."),
+                    },
+                },
+            },
+            "/approvers/{name}": {
+                "delete": {
+                    "operationId": "revokeApprover",
+                    "summary": "Revoke an approver's token at once (admins only).",
+                    "security": [{"approverToken": []}],
+                    "parameters": [{"name": "name", "in": "path", "required": True,
+                                    "schema": {"type": "string", "minLength": 1, "maxLength": 100}}],
+                    "responses": {
+                        "200": _ok("Revoked.", {"type": "object", "required": ["name", "revoked"],
+                                                "properties": {"name": {"type": "string"},
+                                                               "revoked": {"const": True}}}),
+                        **AUTH_ERRORS, "403": _error("`forbidden`: admins only."),
+                        "404": _error("`approver_not_found`."),
+                    },
+                },
+            },
+            "/approval-links/{token}": {
+                "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "get": {
+                    "operationId": "showApprovalLink",
+                    "summary": "The confirmation page of a signed one-click link. Viewing changes nothing.",
+                    "security": [],
+                    "responses": {"200": HTML("The refund and its Approve / Reject form."),
+                                  "404": HTML("Expired, used, tampered, or no longer matching its refund.")},
+                },
+                "post": {
+                    "operationId": "actOnApprovalLink",
+                    "summary": "Approve or reject from the page (needs its CSRF token); the link acts once.",
+                    "security": [],
+                    "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+                        "type": "object",
+                        "properties": {"action": {"enum": ["approve", "reject"]}, "csrf_token": {"type": "string"},
+                                       "note": {"type": "string", "maxLength": 2000}},
+                    }}}},
+                    "responses": {"200": HTML("The outcome."), "400": HTML("No action chosen."),
+                                  "403": HTML("Missing or wrong CSRF token."),
+                                  "404": HTML("Expired, used, tampered, or no longer matching its refund.")},
+                },
+            },
             "/stripe/webhook": {
                 "post": {
                     "operationId": "stripeWebhook",
@@ -377,6 +532,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/slack/interactions": SLACK_INTERACTIONS,
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",

@@ -82,6 +82,10 @@ class RefundRequestBody(_Strict):
     customer_email: Annotated[StrictStr, Field(max_length=320, pattern=EMAIL_PATTERN)] | None = None
     ticket_id: ShortText | None = None
     note: Note | None = None
+    requested_by: ShortText | None = Field(
+        default=None,
+        description="Who asked for the refund (the agent's name or email). That approver may not approve it.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_id(self) -> RefundRequestBody:
@@ -94,6 +98,16 @@ class ApproveBody(_Strict):
     """Body of POST /approve-refund."""
 
     pending_id: Id
+
+
+class NewApproverBody(_Strict):
+    """Body of POST /approvers (admins only)."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@+-]+$")]
+    role: Literal["approver", "admin"] = "approver"
+    approval_limit: Annotated[StrictInt, Field(ge=0, le=99_999_999_999)] | None = Field(
+        default=None, description="The largest amount, in minor units, they may approve. Absent: no limit.")
+    slack_user_id: Annotated[StrictStr, Field(pattern=r"^[UW][A-Z0-9]{2,30}$")] | None = None
 
 
 class RejectBody(_Strict):

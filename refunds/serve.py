@@ -50,6 +50,7 @@ def start_sandbox() -> dict[str, str]:
     os.environ["STRIPE_API_BASE"] = base_url
     os.environ.setdefault("DATABASE_URL", SANDBOX_DATABASE_URL)
     os.environ.setdefault("INTAKE_TOKEN", "sandbox-intake-" + secrets.token_urlsafe(16))
+    os.environ.setdefault("APPROVAL_LINK_SECRET", secrets.token_urlsafe(32))  # links work in the sandbox too
     return {"stripe": base_url, "intake_token": os.environ["INTAKE_TOKEN"]}
 
 
@@ -87,7 +88,7 @@ def banner(info: dict[str, str], approver_token: str, port: int) -> str:
 
   curl -s {base}/refund-request -H "Authorization: Bearer $INTAKE_TOKEN" \\
        -H 'Content-Type: application/json' -d '{{"charge_id": "ch_demo_small", "amount": 1500}}'
-  curl -s {base}/pending-refunds -H "Authorization: Bearer $APPROVER_TOKEN"
+  curl -s {base}/pending-refunds -H "Authorization: Bearer $APPROVER_TOKEN"   # each has your approval_link
   Set STRIPE_SECRET_KEY (in .env) to leave the sandbox.
 {line}
 """
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     load_dotenv()
     if not os.environ.get("STRIPE_SECRET_KEY", "").strip():
+        os.environ.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{args.port}")
         info = start_sandbox()
         log.warning(banner(info, sandbox_approver(), args.port))
     options = {

@@ -22,13 +22,17 @@ from sqlalchemy.exc import IntegrityError
 from . import store
 from .db import Database
 from .errors import (
+    AlreadyApproved,
     ChargeAlreadyRefunded,
     ChargeDisputed,
     ExceedsRefundable,
     IdempotencyMismatch,
+    NotAnApprover,
     NotPending,
+    OverApprovalLimit,
     RefundError,
     RequestNotFound,
+    SelfApproval,
     StripeMisconfigured,
     StripeUnavailable,
 )
@@ -57,6 +61,7 @@ class RefundCommand:
     customer_email: str | None = None
     ticket_id: str | None = None
     note: str | None = None
+    requested_by: str | None = None
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
@@ -105,6 +110,7 @@ class RefundService:
         clock: Clock = utcnow,
         execution_lease: timedelta = timedelta(seconds=120),
         retry_backoff: timedelta = timedelta(seconds=5),
+        two_person_threshold: int | None = None,
         duplicate_wait_seconds: float = 15.0,
     ) -> None:
         self.db = db
@@ -113,11 +119,13 @@ class RefundService:
         self.clock = clock
         self.execution_lease = execution_lease
         self.retry_backoff = retry_backoff
+        self.two_person_threshold = two_person_threshold
         self.duplicate_wait_seconds = duplicate_wait_seconds
 
     # -- intake -------------------------------------------------------------------------
 
-    def request_refund(self, command: RefundCommand, *, idempotency_key: str | None = None) -> Outcome:
+    def request_refund(self, command: RefundCommand, *, idempotency_key: str | None = None,
+                       channel: str = "api") -> Outcome:
         """Accept a refund request: record it, read the charge, then execute it or queue it.
 
         The request is recorded before any Stripe call, so nothing accepted is ever lost.
@@ -131,7 +139,7 @@ class RefundService:
             if replay is not None:
                 return replay
         try:
-            request_id = self._receive(command, fingerprint, idempotency_key)
+            request_id = self._receive(command, fingerprint, idempotency_key, channel)
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -145,7 +153,7 @@ class RefundService:
             assert row is not None
             return self._intake_outcome(conn, row)
 
-    def _receive(self, command: RefundCommand, fingerprint: str, idempotency_key: str | None) -> int:
+    def _receive(self, command: RefundCommand, fingerprint: str, idempotency_key: str | None, channel: str) -> int:
         now = self.clock()
         with self.db.transaction() as conn:
             request_id = store.insert_request(conn, {
@@ -160,7 +168,7 @@ class RefundService:
                 "ticket_id": command.ticket_id,
                 "note": command.note,
                 "status": "received",
-                "requested_by": INTAKE.name,
+                "requested_by": command.requested_by or INTAKE.name,
                 "attempts": 0,
                 "next_attempt_at": now + self.execution_lease,
                 "created_at": now,
@@ -173,8 +181,8 @@ class RefundService:
                 conn, request_id,
                 stripe_idempotency_key=f"refund-request-{request_id}-{secrets.token_hex(6)}",
             )
-            store.add_audit(conn, request_id, at=now, action="requested", actor=INTAKE.name,
-                            channel=INTAKE.channel)
+            store.add_audit(conn, request_id, at=now, action="requested",
+                            actor=command.requested_by or INTAKE.name, channel=channel)
         return request_id
 
     def advance(self, request_id: int) -> None:
@@ -287,15 +295,31 @@ class RefundService:
     # -- approval queue -----------------------------------------------------------------
 
     def approve(self, pending_id: int, actor: Actor) -> Outcome:
-        """Approve a pending refund and execute it. Only the first approval acts.
+        """Record `actor`'s approval; once enough people approved, execute the refund (once).
 
-        Raises RequestNotFound, NotPending (with the current status) or ExceedsRefundable
-        (refunds in progress leave too little; the request stays pending).
-        Returns approved, processing or failed.
+        Raises RequestNotFound, NotPending (with the current status), NotAnApprover,
+        SelfApproval, OverApprovalLimit, AlreadyApproved, or ExceedsRefundable (refunds in
+        progress leave too little; nothing is recorded and the request stays pending).
+        Returns awaiting_second_approval, approved, processing or failed.
         """
         now = self.clock()
         with self.db.transaction() as conn:
-            pending = self._decide(conn, pending_id, "approved", actor, now, note=None)
+            pending = self._open_pending(conn, pending_id)
+            request = store.get_request(conn, pending.request_id)
+            assert request is not None
+            self._may_approve(conn, actor, request, pending)
+            if not store.add_approval(conn, pending.request_id, actor.name, actor.channel, now):
+                raise AlreadyApproved(f"{actor.name} already approved pending refund {pending_id}; "
+                                      "a second, different approver is needed.")
+            names = store.approvers_of(conn, pending.request_id)
+            required = self.approvals_required(pending.amount)
+            store.add_audit(conn, pending.request_id, at=now, action="approved", actor=actor.name,
+                            channel=actor.channel, detail=f"approval {len(names)} of {required}")
+            if len(names) < required:
+                store.enqueue(conn, request_id=request.id, kind="needs_second_approval", at=now,
+                              payload=_message(request, pending_id=pending_id, actor=actor.name))
+                return Outcome("awaiting_second_approval", pending.request_id, pending_id=pending_id)
+            store.decide_pending(conn, pending_id, status="approved", decided_by=", ".join(names), at=now, note=None)
             if not store.reserve(conn, pending.charge_id, pending.amount, now):
                 # Rolls the approval back: the request stays pending, nothing reaches Stripe.
                 raise ExceedsRefundable(
@@ -305,18 +329,44 @@ class RefundService:
             store.update_request(conn, pending.request_id, expect_status="pending_approval",
                                  status="executing", execution_started_at=now,
                                  next_attempt_at=now + self.execution_lease, updated_at=now)
-            store.add_audit(conn, pending.request_id, at=now, action="approved", actor=actor.name,
-                            channel=actor.channel)
         outcome = self.execute(pending.request_id)
         if outcome.status == "succeeded":
             return Outcome("approved", outcome.request_id, pending_id=pending_id, refund_id=outcome.refund_id)
         return outcome
 
+    def approvals_required(self, amount: int) -> int:
+        """Two different approvers above the two-person threshold, else one."""
+        return 2 if self.two_person_threshold is not None and amount > self.two_person_threshold else 1
+
+    def _open_pending(self, conn: Connection, pending_id: int) -> Row[Any]:
+        pending = store.lock_pending(conn, pending_id)
+        if pending is None:
+            raise RequestNotFound(f"No pending refund with id {pending_id}.")
+        if pending.status != "pending":
+            by = f" (by {pending.decided_by})" if pending.decided_by else ""
+            raise NotPending(f"Pending refund {pending_id} is already {pending.status}{by}.", status=pending.status)
+        return pending
+
+    def _may_approve(self, conn: Connection, actor: Actor, request: Row[Any], pending: Row[Any]) -> None:
+        approver = store.get_active_approver(conn, actor.name)
+        if approver is None:
+            raise NotAnApprover(f"{actor.name} is not an active approver.")
+        if request.requested_by.casefold() == actor.name.casefold():
+            raise SelfApproval(f"{actor.name} asked for this refund and cannot approve it.")
+        if approver.approval_limit is not None and pending.amount > approver.approval_limit:
+            raise OverApprovalLimit(
+                f"{Money(pending.amount, pending.currency)} is over {actor.name}'s approval limit of "
+                f"{Money(approver.approval_limit, pending.currency)}."
+            )
+
     def reject(self, pending_id: int, actor: Actor, note: str | None) -> Outcome:
         """Reject a pending refund; nothing is sent to Stripe. Raises RequestNotFound or NotPending."""
         now = self.clock()
         with self.db.transaction() as conn:
-            pending = self._decide(conn, pending_id, "rejected", actor, now, note=note)
+            pending = self._open_pending(conn, pending_id)
+            if store.get_active_approver(conn, actor.name) is None:
+                raise NotAnApprover(f"{actor.name} is not an active approver.")
+            store.decide_pending(conn, pending_id, status="rejected", decided_by=actor.name, at=now, note=note)
             store.update_request(conn, pending.request_id, expect_status="pending_approval",
                                  status="rejected", resolved_at=now, updated_at=now)
             store.add_audit(conn, pending.request_id, at=now, action="rejected", actor=actor.name,
@@ -327,19 +377,37 @@ class RefundService:
                           payload=_message(row, actor=actor.name, note=note))
         return Outcome("rejected", pending.request_id, pending_id=pending_id)
 
-    def _decide(self, conn: Connection, pending_id: int, status: str, actor: Actor,
-                now: datetime, note: str | None) -> Row[Any]:
-        pending = store.get_pending(conn, pending_id)
-        if pending is None:
-            raise RequestNotFound(f"No pending refund with id {pending_id}.")
-        if not store.decide_pending(conn, pending_id, status=status, decided_by=actor.name, at=now, note=note):
-            current = store.get_pending(conn, pending_id)
-            assert current is not None
-            raise NotPending(
-                f"Pending refund {pending_id} is already {current.status} (by {current.decided_by}).",
-                status=current.status,
-            )
-        return pending
+    def escalate_and_expire(self, escalate_after: timedelta | None, expire_after: timedelta | None,
+                            limit: int = 50) -> int:
+        """Announce again refunds pending longer than `escalate_after`; expire those pending
+        longer than `expire_after` (nothing reaches Stripe). Returns how many were touched."""
+        now = self.clock()
+        touched = 0
+        with self.db.transaction() as conn:
+            if expire_after is not None:
+                for pending in store.stale_pending(conn, now - expire_after, escalated=None, limit=limit):
+                    if not store.decide_pending(conn, pending.id, status="expired", decided_by="worker", at=now,
+                                                note=f"no decision within {expire_after}"):
+                        continue
+                    store.update_request(conn, pending.request_id, expect_status="pending_approval",
+                                         status="expired", resolved_at=now, updated_at=now)
+                    store.add_audit(conn, pending.request_id, at=now, action="expired", actor="worker",
+                                    channel="worker", detail=f"pending longer than {expire_after}")
+                    row = store.get_request(conn, pending.request_id)
+                    assert row is not None
+                    store.enqueue(conn, request_id=row.id, kind="expired", at=now, payload=_message(row))
+                    touched += 1
+            if escalate_after is not None:
+                for pending in store.stale_pending(conn, now - escalate_after, escalated=False, limit=limit):
+                    if store.mark_escalated(conn, pending.id, now):
+                        store.add_audit(conn, pending.request_id, at=now, action="escalated", actor="worker",
+                                        channel="worker", detail=f"pending longer than {escalate_after}")
+                        row = store.get_request(conn, pending.request_id)
+                        assert row is not None
+                        store.enqueue(conn, request_id=row.id, kind="escalated", at=now,
+                                      payload=_message(row, pending_id=pending.id))
+                        touched += 1
+        return touched
 
     # -- execution ----------------------------------------------------------------------
 
@@ -475,6 +543,7 @@ class RefundService:
                 "pending": _mapping_or_none(store.get_pending_for_request(conn, request_id)),
                 "refunds": [dict(r._mapping) for r in store.log_rows_for_request(conn, request_id)],
                 "history": [dict(r._mapping) for r in store.audit_for_request(conn, request_id)],
+                "approvals": [dict(r._mapping) for r in store.approvals_for_request(conn, request_id)],
             }
 
 

@@ -13,7 +13,18 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .tables import audit_log, charge_ledger, outbox, pending_refunds, refund_log, refund_requests, stripe_events
+from .tables import (
+    approval_link_uses,
+    approvals,
+    approvers,
+    audit_log,
+    charge_ledger,
+    outbox,
+    pending_refunds,
+    refund_log,
+    refund_requests,
+    stripe_events,
+)
 
 
 def get_request(conn: Connection, request_id: int) -> Row[Any] | None:
@@ -80,6 +91,70 @@ def insert_pending(conn: Connection, values: dict[str, Any]) -> int:
 
 def get_pending(conn: Connection, pending_id: int) -> Row[Any] | None:
     return conn.execute(select(pending_refunds).where(pending_refunds.c.id == pending_id)).first()
+
+
+def lock_pending(conn: Connection, pending_id: int) -> Row[Any] | None:
+    """The pending refund, locked until the transaction ends (FOR UPDATE on PostgreSQL;
+    SQLite's BEGIN IMMEDIATE already serializes writers), so concurrent approvals count right."""
+    return conn.execute(
+        select(pending_refunds).where(pending_refunds.c.id == pending_id).with_for_update()
+    ).first()
+
+
+def add_approval(conn: Connection, request_id: int, approver: str, channel: str, at: datetime) -> bool:
+    """Record one approver's approval. False if they had already approved this request."""
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = dialect_insert(approvals).values(request_id=request_id, approver=approver, channel=channel, at=at)
+    inserted = statement.on_conflict_do_nothing(
+        index_elements=[approvals.c.request_id, approvals.c.approver]).returning(approvals.c.id)
+    return conn.execute(inserted).first() is not None
+
+
+def approvers_of(conn: Connection, request_id: int) -> list[str]:
+    """Who approved the request so far, in order."""
+    rows = conn.execute(select(approvals.c.approver).where(approvals.c.request_id == request_id)
+                        .order_by(approvals.c.id))
+    return [row.approver for row in rows]
+
+
+def approvals_for_request(conn: Connection, request_id: int) -> list[Row[Any]]:
+    return list(conn.execute(select(approvals).where(approvals.c.request_id == request_id).order_by(approvals.c.id)))
+
+
+def get_active_approver(conn: Connection, name: str) -> Row[Any] | None:
+    return conn.execute(select(approvers).where(approvers.c.name == name, approvers.c.revoked_at.is_(None))).first()
+
+
+def use_link(conn: Connection, nonce: str, request_id: int, approver: str, at: datetime) -> bool:
+    """Spend a one-time approval link. False if it was used before."""
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = dialect_insert(approval_link_uses).values(nonce=nonce, request_id=request_id, approver=approver,
+                                                          used_at=at)
+    inserted = statement.on_conflict_do_nothing(index_elements=[approval_link_uses.c.nonce]).returning(
+        approval_link_uses.c.nonce)
+    return conn.execute(inserted).first() is not None
+
+
+def link_used(conn: Connection, nonce: str) -> bool:
+    return conn.execute(select(approval_link_uses.c.nonce).where(approval_link_uses.c.nonce == nonce)).first() \
+        is not None
+
+
+def stale_pending(conn: Connection, requested_before: datetime, *, escalated: bool | None,
+                  limit: int) -> list[Row[Any]]:
+    """Pending refunds requested before `requested_before`; filtered on whether already escalated."""
+    query = select(pending_refunds).where(pending_refunds.c.status == "pending",
+                                          pending_refunds.c.requested_at <= requested_before)
+    if escalated is not None:
+        query = query.where(pending_refunds.c.escalated_at.is_not(None) if escalated
+                            else pending_refunds.c.escalated_at.is_(None))
+    return list(conn.execute(query.order_by(pending_refunds.c.requested_at).limit(limit)))
+
+
+def mark_escalated(conn: Connection, pending_id: int, at: datetime) -> bool:
+    return conn.execute(update(pending_refunds).where(pending_refunds.c.id == pending_id,
+                                                      pending_refunds.c.escalated_at.is_(None))
+                        .values(escalated_at=at)).rowcount == 1
 
 
 def get_pending_for_request(conn: Connection, request_id: int) -> Row[Any] | None:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 
@@ -112,10 +113,34 @@ pending_refunds = Table(
     Column("currency", String(3), nullable=False),
     Column("reason", String(32), nullable=False),
     Column("requested_at", UTCDateTime, nullable=False),
-    Column("status", String(32), nullable=False),  # pending | approved | rejected
-    Column("decided_by", String(100)),
+    Column("status", String(32), nullable=False),  # pending | approved | rejected | expired
+    Column("decided_by", String(200)),
     Column("decided_at", UTCDateTime),
     Column("decision_note", Text),
+    Column("escalated_at", UTCDateTime),
+)
+
+# One row per approver per request: the two-person rule counts these, and the unique
+# constraint is the last guard against one person approving twice.
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("request_id", Integer, ForeignKey("refund_requests.id"), nullable=False),
+    Column("approver", String(100), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    UniqueConstraint("request_id", "approver", name="uq_approvals_request_approver"),
+)
+
+# Signed approval links are usable once: each link's nonce is recorded when it acts.
+approval_link_uses = Table(
+    "approval_link_uses",
+    metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("request_id", Integer, ForeignKey("refund_requests.id"), nullable=False),
+    Column("approver", String(100), nullable=False),
+    Column("used_at", UTCDateTime, nullable=False),
 )
 Index("ix_pending_refunds_status", pending_refunds.c.status, pending_refunds.c.requested_at)
 
@@ -172,7 +197,7 @@ audit_log = Table(
     Column("at", UTCDateTime, nullable=False),
     Column("action", String(50), nullable=False),
     Column("actor", String(100), nullable=False),
-    Column("channel", String(20), nullable=False),  # api | cli | worker
+    Column("channel", String(20), nullable=False),  # api | link | slack | cli | worker | webhook
     Column("detail", Text),
 )
 Index("ix_audit_log_request_id", audit_log.c.request_id, audit_log.c.id)
@@ -201,4 +226,8 @@ approvers = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
+    Column("role", String(20), nullable=False, server_default="approver"),  # approver | admin
+    Column("approval_limit", BigInteger),  # minor units they may approve alone; NULL: no limit
+    Column("slack_user_id", String(50)),
+    UniqueConstraint("slack_user_id", name="uq_approvers_slack_user_id"),
 )

@@ -54,7 +54,10 @@ class Worker:
     """Runs `run_once` every `poll_seconds` until `stop()`; exceptions are logged, never fatal."""
 
     def __init__(self, service: RefundService, lifecycle: RefundLifecycle, notifier: Notifier, *,
-                 poll_seconds: float = 1.0) -> None:
+                 poll_seconds: float = 1.0, escalate_after: timedelta | None = None,
+                 expire_after: timedelta | None = None) -> None:
+        self.escalate_after = escalate_after
+        self.expire_after = expire_after
         self.service = service
         self.lifecycle = lifecycle
         self.notifier = notifier
@@ -66,6 +69,7 @@ class Worker:
         """One pass: advance due requests, check pending refunds, deliver messages. Returns the work done."""
         done = self.service.retry_due()
         done += self.lifecycle.poll()
+        done += self.service.escalate_and_expire(self.escalate_after, self.expire_after)
         done += deliver_due(self.service.db, self.notifier, clock=self.service.clock,
                             retry_backoff=self.service.retry_backoff)
         return done

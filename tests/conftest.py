@@ -24,6 +24,8 @@ from tests.fakes import FakeClock, FakeGateway, FakeNotifier
 
 INTAKE_TOKEN = "intake-test-token-0123456789"
 WEBHOOK_SECRET = "whsec_test_webhook_secret_0123456789"
+# Standard Webhooks secret for signed intake (the example secret of the Standard Webhooks documentation).
+INTAKE_SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 STRIPE_KEY = "sk_test_fixture_key_do_not_log_4242"
 PG_SKIP_REASON = (
     "TEST_DATABASE_URL is unset, so the PostgreSQL run is skipped; "

@@ -4,7 +4,8 @@ Requests go to the Flask app in-process (WSGI, no network), built on the fake St
 adapters. Every schemathesis check is on, with schema-valid (positive) and schema-invalid
 (negative) data, in all its phases: examples, coverage (boundary values, missing and unexpected
 parameters, undeclared methods), fuzzing, and stateful sequences that follow the document's links
-(request -> approve or reject -> history). So: no 5xx, no undocumented status code, content type,
+(request -> approve or reject -> history). The intake operation runs twice: with the bearer token, and signed
+(Standard Webhooks) as its second security alternative. So: no 5xx, no undocumented status code, content type,
 header or body; valid input accepted, invalid input refused; declared authentication enforced.
 
 SQLite only: the contract is the same on PostgreSQL (the handlers and the document do not depend
@@ -14,10 +15,13 @@ PostgreSQL passed when this was written.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
+import time
 import zlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +33,15 @@ from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.config import PositiveDataAcceptanceConfig
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.schemas import BaseSchema
+from slack_sdk.signature import SignatureVerifier
+from standardwebhooks import Webhook
 
 from refunds import create_app
 from refunds.approvers import add as add_approver
 from refunds.errors import ChargeNotFound
 from refunds.service import utcnow
 from refunds.tables import approvers, metadata
-from tests.conftest import INTAKE_TOKEN, WEBHOOK_SECRET, make_settings
+from tests.conftest import INTAKE_SIGNING_SECRET, INTAKE_TOKEN, WEBHOOK_SECRET, make_settings
 from tests.fakes import FakeCharge, FakeGateway, FakeNotifier
 from tests.stripe_events import sign
 
@@ -44,7 +50,9 @@ MAX_EXAMPLES = 60
 STATEFUL_STEPS = 6
 SEED = 20240607
 INTAKE_HEADERS = {"Authorization": f"Bearer {INTAKE_TOKEN}"}
-SIGN_ME = "sign-me"  # a webhook delivery with this Stripe-Signature gets a real one
+SLACK_SIGNING_SECRET = "slack-signing-secret-for-the-contract"
+SIGN_ME = "sign-me"  # a webhook delivery with this Stripe-Signature, or an intake request with this
+# webhook-signature, gets a real one
 
 
 class AnyChargeGateway(FakeGateway):
@@ -109,19 +117,73 @@ def sign_webhooks_like_stripe(app: Flask) -> None:
     app.wsgi_app = wsgi  # type: ignore[method-assign]
 
 
+def sign_intake_like_a_sender(app: Flask) -> None:
+    """Play a Standard Webhooks sender: sign the exact bytes of each intake request whose webhook-signature is
+    SIGN_ME, now, with a webhook-id derived from the body (so a repeated body is a replayed message).
+
+    A body that is not UTF-8 cannot be signed with the library and stays unsigned (401).
+    """
+    inner = app.wsgi_app
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("HTTP_WEBHOOK_SIGNATURE") == SIGN_ME:
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(body)
+            msg_id = "msg_" + hashlib.sha256(body).hexdigest()[:24]
+            now = datetime.now(UTC)
+            try:
+                signature = Webhook(INTAKE_SIGNING_SECRET).sign(msg_id, now, body.decode())
+            except UnicodeDecodeError:
+                return inner(environ, start_response)
+            environ.update(HTTP_WEBHOOK_ID=msg_id, HTTP_WEBHOOK_TIMESTAMP=str(int(now.timestamp())),
+                           HTTP_WEBHOOK_SIGNATURE=signature)
+        return inner(environ, start_response)
+
+    app.wsgi_app = wsgi  # type: ignore[method-assign]
+
+
+def sign_interactions_like_slack(app: Flask) -> None:
+    """Play Slack's part: sign the exact bytes of each interaction whose X-Slack-Signature is SIGN_ME, now."""
+    inner = app.wsgi_app
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("HTTP_X_SLACK_SIGNATURE") == SIGN_ME:
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(body)
+            timestamp = str(int(time.time()))
+            try:
+                signature = SignatureVerifier(SLACK_SIGNING_SECRET).generate_signature(timestamp=timestamp, body=body)
+            except UnicodeDecodeError:  # slack_sdk signs text only; the service refuses such a body (401)
+                return inner(environ, start_response)
+            environ.update(HTTP_X_SLACK_REQUEST_TIMESTAMP=timestamp, HTTP_X_SLACK_SIGNATURE=signature)
+        return inner(environ, start_response)
+
+    app.wsgi_app = wsgi  # type: ignore[method-assign]
+
+
 @pytest.fixture
 def contract_app(tmp_path: Path) -> Iterator[Flask]:
-    app = create_app(make_settings(f"sqlite:///{tmp_path}/contract.db"), gateway=AnyChargeGateway(),
-                     notifier=FakeNotifier())
+    settings = make_settings(f"sqlite:///{tmp_path}/contract.db", intake_signing_secrets=(INTAKE_SIGNING_SECRET,),
+                             slack_signing_secret=SLACK_SIGNING_SECRET)
+    app = create_app(settings, gateway=AnyChargeGateway(), notifier=FakeNotifier())
     app.config["TESTING"] = True
     sign_webhooks_like_stripe(app)
+    sign_intake_like_a_sender(app)
+    sign_interactions_like_slack(app)
     start_afresh(app)
     yield app
     app.extensions["refund_service"].db.dispose()
 
 
-def contract_config(approver_token: str) -> schemathesis.Config:
-    """Every check, positive and negative data, a fixed seed, and the right token per security scheme."""
+def contract_config(approver_token: str, *, signed_intake: bool = False) -> schemathesis.Config:
+    """Every check, positive and negative data, a fixed seed, and the right token per security scheme.
+
+    Schemathesis authenticates with the first alternative of an operation's `security` it has credentials for:
+    for the intake operation, the bearer token, or with `signed_intake` a signature (SIGN_ME, signed on the way in).
+    """
+    intake: dict[str, Any] = (
+        {"signedIntake": {"api_key": SIGN_ME}} if signed_intake else {"intakeToken": {"bearer": INTAKE_TOKEN}}
+    )
     return schemathesis.Config.from_dict({
         "seed": SEED,
         "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
@@ -130,10 +192,7 @@ def contract_config(approver_token: str) -> schemathesis.Config:
         # Per scheme of `components.securitySchemes`: the intake token goes to the intake operation, the
         # approver token to the approver operations. Schemathesis leaves them out, or sends wrong ones, when
         # it tests that they are needed (`ignored_auth`, `missing_required_header`, negative headers).
-        "auth": {"openapi": {
-            "intakeToken": {"bearer": INTAKE_TOKEN},
-            "approverToken": {"bearer": approver_token},
-        }},
+        "auth": {"openapi": {**intake, "approverToken": {"bearer": approver_token}}},
         "operations": [{
             "include-operation-id": "requestRefund",
             # A schema-valid body may meet an Idempotency-Key already used with another body: the documented
@@ -142,6 +201,14 @@ def contract_config(approver_token: str) -> schemathesis.Config:
             # 400), so valid data wrongly refused is still caught.
             "checks": {"positive_data_acceptance": {
                 "expected-statuses": [*PositiveDataAcceptanceConfig().expected_statuses, "422"],
+            }},
+        }, {
+            "include-operation-id": "slackInteraction",
+            # Slack's `payload` is JSON inside a form field: the document says so (`contentMediaType`), but JSON
+            # Schema cannot make a string's content valid, so schema-valid data is any JSON text, which is not a
+            # Slack interaction and gets `400 invalid_payload`. Real clicks are proven in test_slack_interactions.
+            "checks": {"positive_data_acceptance": {
+                "expected-statuses": [*PositiveDataAcceptanceConfig().expected_statuses, "400"],
             }},
         }],
     })
@@ -159,6 +226,11 @@ def api_schema(contract_app: Flask) -> BaseSchema:
             case.meta is not None and case.meta.is_negative_at(ParameterLocation.HEADER)
         ):
             case.headers["Stripe-Signature"] = SIGN_ME
+        # The same for Slack's clicks: signed, unless the case is about a wrong or missing signature header.
+        if case.operation.path == "/slack/interactions" and not (
+            case.meta is not None and case.meta.is_negative_at(ParameterLocation.HEADER)
+        ):
+            case.headers["X-Slack-Signature"] = SIGN_ME
         return case
 
     return loaded
@@ -172,11 +244,24 @@ def _node_id_for_schemathesis(request: pytest.FixtureRequest) -> None:
         request.node._nodeid = request.node.nodeid
 
 
+@pytest.fixture
+def signed_api_schema(contract_app: Flask) -> BaseSchema:
+    token = add_approver(contract_app.extensions["refund_service"].db, "maria", utcnow())
+    return schemathesis.openapi.from_wsgi("/openapi.json", contract_app,
+                                          config=contract_config(token, signed_intake=True))
+
+
 schema = schemathesis.pytest.from_fixture("api_schema")
+signed_schema = schemathesis.pytest.from_fixture("signed_api_schema")
 
 
 @schema.parametrize()
 def test_every_operation_answers_as_documented(case: schemathesis.Case[Any]) -> None:
+    case.call_and_validate()
+
+
+@signed_schema.include(operation_id="requestRefund").parametrize()
+def test_signed_intake_answers_as_documented(case: schemathesis.Case[Any]) -> None:
     case.call_and_validate()
 
 

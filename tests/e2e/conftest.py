@@ -19,7 +19,7 @@ import requests
 
 from standins.slack_webhook import SlackStandIn
 from standins.stripe_api import StripeStandIn
-from tests.conftest import INTAKE_TOKEN, STRIPE_KEY, _truncate_postgres
+from tests.conftest import INTAKE_TOKEN, STRIPE_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -141,21 +141,13 @@ def slack() -> Iterator[SlackStandIn]:
         yield stand_in
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def e2e_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/refunds.db"
-    url: str = request.getfixturevalue("postgres_url")
-    _truncate_postgres(url)
-    return url
-
 
 @pytest.fixture
-def service(e2e_database_url: str, stripe: StripeStandIn, slack: SlackStandIn, tmp_path: Path) -> Iterator[Service]:
+def service(database_url: str, stripe: StripeStandIn, slack: SlackStandIn, tmp_path: Path) -> Iterator[Service]:
     """The service under gunicorn (2 workers, in-process background worker) on a migrated database."""
-    env = service_env(e2e_database_url, stripe, slack)
+    env = service_env(database_url, stripe, slack)
     svc = Service("", env, tmp_path / "service.log")
-    if not e2e_database_url.startswith("sqlite"):
+    if not database_url.startswith("sqlite"):
         assert svc.flask("db", "upgrade").returncode == 0
     svc.base_url, svc.process = start_gunicorn(env, svc.log_path)
     yield svc

@@ -25,15 +25,15 @@ FAST = {"EXECUTION_LEASE_SECONDS": "2", "RETRY_BACKOFF_SECONDS": "0.5", "SLACK_T
 
 
 @pytest.fixture
-def start(e2e_database_url: str, stripe: StripeStandIn, slack: SlackStandIn,
+def start(database_url: str, stripe: StripeStandIn, slack: SlackStandIn,
           tmp_path: Path) -> Iterator[Callable[..., Service]]:
     """Start the service (4 gunicorn workers by default) on one database; stopped at the end."""
     running: list[Service] = []
 
     def _start(workers: int = 4, **extra: str) -> Service:
-        env = service_env(e2e_database_url, stripe, slack, **{**FAST, **extra})
+        env = service_env(database_url, stripe, slack, **{**FAST, **extra})
         svc = Service("", env, tmp_path / f"service-{len(running)}.log")
-        if not e2e_database_url.startswith("sqlite") and not running:
+        if not database_url.startswith("sqlite") and not running:
             assert svc.flask("db", "upgrade").returncode == 0
         svc.base_url, svc.process = start_gunicorn(env, svc.log_path, workers=workers)
         running.append(svc)
@@ -190,9 +190,9 @@ def test_requests_during_a_stripe_outage_are_answered_processing_then_executed_o
 @pytest.mark.parametrize("code", ["charge_already_refunded", "charge_disputed", "amount_too_large",
                                   "charge_not_refundable", "refund_disputed_payment"])
 def test_each_final_stripe_error_gets_one_attempt_and_fails_the_request_with_its_code(
-    start: Callable[..., Service], stripe: StripeStandIn, slack: SlackStandIn, code: str, e2e_database_url: str
+    start: Callable[..., Service], stripe: StripeStandIn, slack: SlackStandIn, code: str, database_url: str
 ) -> None:
-    if not e2e_database_url.startswith("sqlite"):
+    if not database_url.startswith("sqlite"):
         pytest.skip("error mapping does not depend on the database; the SQLite run covers it")
     svc = start(workers=1)
     token = svc.add_approver("maria")
@@ -232,9 +232,9 @@ def test_slack_failing_and_timing_out_for_the_whole_run_loses_no_notification(
 
 
 def test_4_workers_times_200_writes_on_sqlite_never_say_database_is_locked(
-    start: Callable[..., Service], stripe: StripeStandIn, e2e_database_url: str
+    start: Callable[..., Service], stripe: StripeStandIn, database_url: str
 ) -> None:
-    if not e2e_database_url.startswith("sqlite"):
+    if not database_url.startswith("sqlite"):
         pytest.skip("SQLite's locking is what this test is about")
     svc = start(workers=4)
     charges = [stripe.add_charge(10_000, "usd") for _ in range(8)]
