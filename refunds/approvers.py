@@ -95,6 +95,10 @@ def change(db: Database, name: str, *, role: str | None = None, approval_limit: 
     _check(values.get("role", "approver"), values.get("approval_limit"))
     with db.transaction() as conn:
         condition = (approvers.c.name == name) & approvers.c.revoked_at.is_(None)
+        if slack_user_id is not None and conn.execute(
+            select(approvers.c.name).where(approvers.c.slack_user_id == slack_user_id, approvers.c.name != name)
+        ).first():
+            raise ApproverExists(f"Slack user {slack_user_id} is already linked to another approver.")
         if values:
             conn.execute(update(approvers).where(condition).values(**values))
         row = conn.execute(select(approvers).where(condition)).first()

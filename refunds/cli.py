@@ -8,12 +8,13 @@ from typing import Any
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import IntegrityError
 
 from . import approvers
 from .errors import RefundError
-from .service import RefundService, utcnow
+from .money import Money
+from .service import Actor, RefundService, utcnow
 
 db_cli = AppGroup("db", help="Database schema.")
 approvers_cli = AppGroup("approvers", help="People who may approve or reject refunds.")
@@ -105,7 +106,56 @@ def approvers_revoke(name: str) -> None:
     click.echo(f"approver {name} revoked")
 
 
+@click.command("audit")
+@with_appcontext
+@click.argument("request_id", type=int)
+def audit_command(request_id: int) -> None:
+    """Print everything that happened to refund request REQUEST_ID: when, what, who, through which channel."""
+    try:
+        found = _service().history(request_id)
+    except RefundError as exc:
+        raise click.ClickException(exc.message) from None
+    req = found["request"]
+    amount = Money(req["amount"], req["currency"]) if req["amount"] is not None else "amount not known yet"
+    click.echo(f"request {req['id']}: {amount} on {req['charge_id'] or req['payment_intent_id']}, "
+               f"status {req['status']}")
+    for row in found["history"]:
+        detail = f"  {row['detail']}" if row["detail"] else ""
+        when = f"{row['at']:%Y-%m-%dT%H:%M:%SZ}"
+        click.echo(f"{when}  {row['action']:<16} {row['actor']:<20} {row['channel']:<8}{detail}")
+
+
+@click.command("approve")
+@with_appcontext
+@click.argument("pending_id", type=int)
+@click.option("--as", "name", required=True, help="the approver you are (their name)")
+def approve_command(pending_id: int, name: str) -> None:
+    """Approve pending refund PENDING_ID as approver NAME (all approval rules apply)."""
+    try:
+        outcome = _service().approve(pending_id, Actor(name, "cli"))
+    except RefundError as exc:
+        raise click.ClickException(exc.message) from None
+    if outcome.status == "failed" and outcome.error is not None:
+        raise click.ClickException(f"Stripe refused the refund: {outcome.error.code}: {outcome.error.message}")
+    click.echo(f"{outcome.status}" + (f": refund {outcome.refund_id}" if outcome.refund_id else ""))
+
+
+@click.command("reject")
+@with_appcontext
+@click.argument("pending_id", type=int)
+@click.option("--as", "name", required=True, help="the approver you are (their name)")
+@click.option("--note", default=None, help="why, kept in the log and shown in Slack")
+def reject_command(pending_id: int, name: str, note: str | None) -> None:
+    """Reject pending refund PENDING_ID as approver NAME."""
+    try:
+        _service().reject(pending_id, Actor(name, "cli"), note)
+    except RefundError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo("rejected")
+
+
 @click.command("worker")
+@with_appcontext
 def worker_command() -> None:
     """Run the background worker (Slack delivery, Stripe retries) in the foreground until stopped."""
     worker = current_app.extensions["refund_worker"]
@@ -122,3 +172,6 @@ def register(app: Flask) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(approvers_cli)
     app.cli.add_command(worker_command)
+    app.cli.add_command(audit_command)
+    app.cli.add_command(approve_command)
+    app.cli.add_command(reject_command)

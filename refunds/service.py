@@ -404,8 +404,9 @@ class RefundService:
                                         channel="worker", detail=f"pending longer than {escalate_after}")
                         row = store.get_request(conn, pending.request_id)
                         assert row is not None
+                        waited = int((now - pending.requested_at).total_seconds())
                         store.enqueue(conn, request_id=row.id, kind="escalated", at=now,
-                                      payload=_message(row, pending_id=pending.id))
+                                      payload=_message(row, pending_id=pending.id, waited_seconds=waited))
                         touched += 1
         return touched
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from flask import Flask
+from flask.testing import FlaskClient
 
 from refunds import approvers
+from tests.fakes import FakeGateway
 
 
 def invoke(app: Flask, *args: str) -> tuple[int, str]:
@@ -82,3 +84,44 @@ def test_wrong_options_are_refused_with_a_reason_and_change_nothing(app: Flask) 
         assert reason in output, (args, output)
     [maria] = approvers.list_all(app.extensions["refund_service"].db)
     assert maria.approval_limit == 100
+
+
+def test_cli_approval_follows_the_rules_and_audit_shows_every_step_with_its_channel(
+    app: Flask, client: FlaskClient, intake_headers: dict[str, str], gateway: FakeGateway
+) -> None:
+    invoke(app, "add", "maria", "--limit", "10000")
+    invoke(app, "add", "li")
+    pending = client.post("/refund-request", json={"charge_id": "ch_big", "amount": 12000},
+                          headers=intake_headers).get_json()
+    runner = app.test_cli_runner()
+    over = runner.invoke(args=["approve", str(pending["pending_id"]), "--as", "maria"])
+    assert over.exit_code != 0 and "over maria's approval limit" in over.output
+    assert gateway.calls == []
+    done = runner.invoke(args=["approve", str(pending["pending_id"]), "--as", "li"])
+    assert done.exit_code == 0, done.output
+    assert f"approved: refund {gateway.refunds[0].refund_id}" in done.output
+
+    audit = runner.invoke(args=["audit", str(pending["request_id"])])
+    assert audit.exit_code == 0, audit.output
+    lines = audit.output.splitlines()
+    assert "120.00 USD" in lines[0] and "succeeded" in lines[0]
+    steps = [line.split()[1:4] for line in lines[1:]]
+    assert steps[0] == ["requested", "intake", "api"]
+    assert ["approved", "li", "cli"] in steps
+    assert steps[-1][0] == "refunded"
+
+
+def test_cli_rejection_needs_an_approver_and_keeps_the_note(
+    app: Flask, client: FlaskClient, intake_headers: dict[str, str], gateway: FakeGateway
+) -> None:
+    pending = client.post("/refund-request", json={"charge_id": "ch_big", "amount": 12000},
+                          headers=intake_headers).get_json()
+    runner = app.test_cli_runner()
+    stranger = runner.invoke(args=["reject", str(pending["pending_id"]), "--as", "nobody"])
+    assert stranger.exit_code != 0 and "not an active approver" in stranger.output
+    invoke(app, "add", "li")
+    done = runner.invoke(args=["reject", str(pending["pending_id"]), "--as", "li", "--note", "too late"])
+    assert done.exit_code == 0, done.output
+    audit = runner.invoke(args=["audit", str(pending["request_id"])]).output
+    assert "rejected" in audit and "too late" in audit and "cli" in audit
+    assert gateway.calls == []

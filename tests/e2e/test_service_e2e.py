@@ -145,3 +145,26 @@ def test_start_up_without_a_stripe_key_stops_with_one_line_naming_it(tmp_path: P
                             check=False)
     assert result.returncode != 0
     assert "configuration error: STRIPE_SECRET_KEY is not set" in result.stderr
+
+
+def test_the_worker_can_run_as_its_own_process(
+    database_url: str, stripe: StripeStandIn, slack: SlackStandIn, tmp_path: Path
+) -> None:
+    env = service_env(database_url, stripe, slack, WORKER_IN_PROCESS="false", WORKER_POLL_SECONDS="0.1")
+    log_path = tmp_path / "service.log"
+    svc = Service("", env, log_path)
+    if not database_url.startswith("sqlite"):
+        assert svc.flask("db", "upgrade").returncode == 0
+    svc.base_url, svc.process = start_gunicorn(env, log_path, workers=1)
+    worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        charge = stripe.add_charge(1000, "usd")
+        assert svc.post("/refund-request", {"charge_id": charge["id"]}, INTAKE_TOKEN).status_code == 200
+        [message] = slack.wait_for(1, timeout=30)
+        assert "auto-approved" in message["text"]
+    finally:
+        worker.terminate()
+        _, err = worker.communicate(timeout=30)
+        stop(svc.process)
+    assert worker.returncode == 0, err.decode()
