@@ -463,7 +463,7 @@ class RefundService:
                 "product": row.product,
                 "status_changed_at": now,
             })
-            store.add_audit(conn, row.id, at=now, action="refunded", actor="stripe", channel="worker",
+            store.add_audit(conn, row.id, at=now, action="refunded", actor="stripe", channel="stripe",
                             detail=f"{refund.refund_id} ({refund.status})")
             store.enqueue(conn, request_id=row.id, kind="approved" if approver else "auto_approved",
                           at=now, payload=_message(row, refund_id=refund.refund_id, actor=approver))
@@ -491,7 +491,7 @@ class RefundService:
                                     resolved_at=now, updated_at=now, next_attempt_at=None):
                 if expect_status == "executing":
                     store.release(conn, row.charge_id, row.amount, now, refunded=False)
-                store.add_audit(conn, row.id, at=now, action="failed", actor="stripe", channel="worker",
+                store.add_audit(conn, row.id, at=now, action="failed", actor="stripe", channel="stripe",
                                 detail=f"{error.code}: {error.message}")
                 # A refusal at intake is answered to the support tool at once; anything later
                 # (after an approval, or after "processing") must reach people through Slack.

@@ -197,7 +197,7 @@ audit_log = Table(
     Column("at", UTCDateTime, nullable=False),
     Column("action", String(50), nullable=False),
     Column("actor", String(100), nullable=False),
-    Column("channel", String(20), nullable=False),  # api | link | slack | cli | worker | webhook
+    Column("channel", String(20), nullable=False),  # api | signed | link | slack | cli | stripe | worker | webhook
     Column("detail", Text),
 )
 Index("ix_audit_log_request_id", audit_log.c.request_id, audit_log.c.id)
