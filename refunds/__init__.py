@@ -120,13 +120,14 @@ def _start_worker_on_first_request(app: Flask, worker: Any) -> None:
 
 
 def _notifier(settings: Settings, db: Database, links: ApprovalLinks | None) -> Notifier:
-    """Slack (or the log when SLACK_WEBHOOK_URL is unset), with one approval link per approver when
-    APPROVAL_LINK_SECRET and PUBLIC_BASE_URL are set (a link without a host is no use in Slack)."""
+    """Slack (or the log when SLACK_WEBHOOK_URL is unset). With SLACK_APPROVAL_LINKS on, messages
+    also carry one approval link per approver (needs APPROVAL_LINK_SECRET and PUBLIC_BASE_URL: a
+    link without a host is no use in Slack)."""
     from .notifier import LogNotifier, SlackNotifier
 
     source = None
-    if links is not None and links.base_url:
-        source = _approval_link_source(db, links)
+    if links is not None and links.base_url and settings.slack_approval_links:
+        source = _approval_link_source(db, links, settings.two_person_threshold)
     elif links is not None:
         logging.getLogger(__name__).warning(
             "APPROVAL_LINK_SECRET is set but PUBLIC_BASE_URL is not: Slack messages carry no approval links")
@@ -140,11 +141,18 @@ def _notifier(settings: Settings, db: Database, links: ApprovalLinks | None) -> 
     return LogNotifier(**options)
 
 
-def _approval_link_source(db: Database, links: ApprovalLinks) -> ApprovalLinkSource:
-    """Made when a message is delivered: a link for each active approver whose limit covers the amount."""
+def _approval_link_source(db: Database, links: ApprovalLinks, two_person_threshold: int | None) -> ApprovalLinkSource:
+    """Made when a message is delivered: a link for each active approver whose limit covers the amount.
+
+    Everyone in the channel sees every link, so whoever reads the message can act as any listed
+    approver: never for refunds under the two-person rule, where that would let one person
+    approve twice.
+    """
     from . import approvers
 
     def pairs(pending_id: int, amount: int, currency: str) -> list[tuple[str, str]]:
+        if two_person_threshold is not None and amount > two_person_threshold:
+            return []
         return [(a.name, links.url(pending_id, a.name, amount, currency)) for a in approvers.list_all(db)
                 if a.revoked_at is None and (a.approval_limit is None or amount <= a.approval_limit)]
 

@@ -49,6 +49,7 @@ class Settings:
     two_person_threshold: int | None = None
     approval_link_secret: str | None = field(default=None, repr=False)
     approval_link_ttl_seconds: int = 86_400
+    slack_approval_links: bool = False
     slack_signing_secret: str | None = field(default=None, repr=False)
     slack_response_url_prefix: str = "https://hooks.slack.com/"
     pending_escalate_after_seconds: int | None = 4 * 3600
@@ -195,6 +196,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         two_person_threshold=_optional_int(env, "TWO_PERSON_THRESHOLD"),
         approval_link_secret=_secret(env, "APPROVAL_LINK_SECRET", min_length=32),
         approval_link_ttl_seconds=_int(env, "APPROVAL_LINK_TTL", 86_400, minimum=60),
+        slack_approval_links=_bool(env, "SLACK_APPROVAL_LINKS", False),
         slack_signing_secret=_get(env, "SLACK_SIGNING_SECRET"),
         slack_response_url_prefix=_get(env, "SLACK_RESPONSE_URL_PREFIX") or "https://hooks.slack.com/",
         pending_escalate_after_seconds=_optional_int(env, "PENDING_ESCALATE_AFTER", default=4 * 3600),

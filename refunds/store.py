@@ -111,9 +111,13 @@ def add_approval(conn: Connection, request_id: int, approver: str, channel: str,
 
 
 def approvers_of(conn: Connection, request_id: int) -> list[str]:
-    """Who approved the request so far, in order."""
-    rows = conn.execute(select(approvals.c.approver).where(approvals.c.request_id == request_id)
-                        .order_by(approvals.c.id))
+    """Who approved the request so far and still may: an approval by someone revoked since no longer counts."""
+    rows = conn.execute(
+        select(approvals.c.approver)
+        .join(approvers, approvers.c.name == approvals.c.approver)
+        .where(approvals.c.request_id == request_id, approvers.c.revoked_at.is_(None))
+        .order_by(approvals.c.id)
+    )
     return [row.approver for row in rows]
 
 

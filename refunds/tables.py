@@ -114,7 +114,7 @@ pending_refunds = Table(
     Column("reason", String(32), nullable=False),
     Column("requested_at", UTCDateTime, nullable=False),
     Column("status", String(32), nullable=False),  # pending | approved | rejected | expired
-    Column("decided_by", String(200)),
+    Column("decided_by", Text),  # one name, or several for the two-person rule
     Column("decided_at", UTCDateTime),
     Column("decision_note", Text),
     Column("escalated_at", UTCDateTime),
@@ -157,7 +157,7 @@ refund_log = Table(
     Column("processed_at", UTCDateTime, nullable=False),
     Column("reason", String(32)),
     Column("decision", String(32)),  # auto_approved | approved | external (made outside this service)
-    Column("approved_by", String(100)),
+    Column("approved_by", Text),
     Column("product", String(200)),
     Column("failure_reason", String(100)),
     Column("status_changed_at", UTCDateTime),  # Stripe's time of the last status we applied

@@ -159,3 +159,30 @@ def test_a_refund_waiting_too_long_is_escalated_once_then_expires(
     assert (late.status_code, late.get_json()["error"]) == (409, "not_pending")
     assert gateway.calls == []
     assert [a.action for a in rows(app, audit_log)][-2:] == ["escalated", "expired"]
+
+
+def test_an_approval_by_someone_revoked_since_no_longer_counts(
+    app: Flask, client: FlaskClient, intake_headers: dict[str, str], gateway: FakeGateway
+) -> None:
+    from refunds.approvers import revoke
+
+    maria, li = token_for(app, "maria"), token_for(app, "li")
+    pending_id = queue(client, intake_headers, 15_000)
+    assert approve(client, pending_id, maria).status_code == 202
+    revoke(app.extensions["refund_service"].db, "maria", utcnow())
+    second = approve(client, pending_id, li)
+    assert (second.status_code, second.get_json()["status"]) == (202, "awaiting_second_approval")
+    assert gateway.calls == []
+    assert approve(client, pending_id, token_for(app, "ana")).status_code == 200
+    assert rows(app, refund_log)[0].approved_by == "li, ana"
+
+
+def test_two_long_approver_names_fit_in_the_log(
+    app: Flask, client: FlaskClient, intake_headers: dict[str, str], gateway: FakeGateway
+) -> None:
+    first, second = "a" * 90 + "@example.com"[:10], "b" * 90 + "@example.com"[:10]
+    pending_id = queue(client, intake_headers, 15_000)
+    assert approve(client, pending_id, token_for(app, first)).status_code == 202
+    assert approve(client, pending_id, token_for(app, second)).status_code == 200
+    assert rows(app, refund_log)[0].approved_by == f"{first}, {second}"
+    assert len(gateway.refunds) == 1

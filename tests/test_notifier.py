@@ -172,7 +172,8 @@ def slack() -> Iterator[SlackStandIn]:
 @pytest.fixture
 def slack_app(database_url: str, gateway: FakeGateway, clock: FakeClock, slack: SlackStandIn) -> Iterator[Flask]:
     settings = make_settings(database_url, slack_webhook_url=slack.webhook_url, approval_link_secret=LINK_SECRET,
-                             public_base_url="https://refunds.example", slack_escalation_mention="<!subteam^S42>")
+                             public_base_url="https://refunds.example", slack_escalation_mention="<!subteam^S42>",
+                             slack_approval_links=True, two_person_threshold=50_000)
     app = create_app(settings, gateway=gateway, clock=clock)
     if not database_url.startswith("sqlite"):
         app.extensions["refund_service"].db.upgrade()
@@ -218,3 +219,22 @@ def test_slack_escalations_start_with_the_configured_mention(
     assert escalation["text"].startswith("<!subteam^S42> ")
     assert "waiting 5 h" in escalation["text"]  # the exact wait, from the request time
     assert [b["type"] for b in escalation["blocks"]].count("actions") == 1
+
+
+def test_shared_messages_carry_no_links_unless_asked_and_never_under_the_two_person_rule(
+    database_url: str, gateway: FakeGateway, clock: FakeClock, slack: SlackStandIn, intake_headers: dict[str, str]
+) -> None:
+    """Everyone in the channel sees every link, so anyone could act as any listed approver."""
+    for extra, amount in (({}, 12_000), ({"slack_approval_links": True, "two_person_threshold": 10_000}, 12_000)):
+        settings = make_settings(database_url, slack_webhook_url=slack.webhook_url, approval_link_secret=LINK_SECRET,
+                                 public_base_url="https://refunds.example", **extra)
+        app = create_app(settings, gateway=gateway, clock=clock)
+        if not database_url.startswith("sqlite"):
+            app.extensions["refund_service"].db.upgrade()
+        add_approver(app.extensions["refund_service"].db, f"maria{len(slack.messages)}", utcnow())
+        queued = app.test_client().post("/refund-request", json={"charge_id": "ch_big", "amount": amount},
+                                        headers=intake_headers)
+        assert queued.status_code == 202
+        run_worker(app)
+        assert "approval-links" not in json.dumps(slack.messages[-1])
+        app.extensions["refund_service"].db.dispose()

@@ -43,7 +43,12 @@ def upgrade() -> None:
 
     with op.batch_alter_table('pending_refunds', schema=None) as batch_op:
         batch_op.add_column(sa.Column('escalated_at', sa.DateTime(timezone=True), nullable=True))
-        batch_op.alter_column('decided_by', existing_type=sa.String(length=100), type_=sa.String(length=200),
+        # Two approvers' names must fit: 100 characters each could not before.
+        batch_op.alter_column('decided_by', existing_type=sa.String(length=100), type_=sa.Text(),
+                              existing_nullable=True)
+
+    with op.batch_alter_table('refund_log', schema=None) as batch_op:
+        batch_op.alter_column('approved_by', existing_type=sa.String(length=100), type_=sa.Text(),
                               existing_nullable=True)
 
 
