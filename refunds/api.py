@@ -219,6 +219,8 @@ def add_approver() -> Any:
 @approver_auth
 def revoke_approver(name: str) -> Any:
     _admin_only()
+    if not re.fullmatch(r"[A-Za-z0-9_.@+-]{1,100}", name):  # same rule as POST /approvers; no NUL reaches SQL
+        return error_response("approver_not_found", f"No active approver named {name[:100]!r}.")
     approvers.revoke(_service().db, name, _service().clock())
     current_app.logger.info("approver %s revoked by %s", name, g.approver)
     return jsonify({"name": name, "revoked": True})

@@ -117,6 +117,12 @@ class LinkInvalid(RefundError):
     code = "invalid_link"
 
 
+class EventTooEarly(RefundError):
+    """A Stripe event about our own refund that we have not recorded yet: Stripe should send it again."""
+
+    code = "event_too_early"
+
+
 class ApproverExists(RefundError):
     code = "approver_exists"
 

@@ -14,6 +14,7 @@ STATUS_BY_CODE = {
     "invalid_json": 400,
     "invalid_request": 400,
     "invalid_event": 400,
+    "event_too_early": 409,
     "unauthorized": 401,
     "charge_not_found": 404,
     "not_found": 404,

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Row, select
 
 from . import store
 from .db import Database
-from .errors import InvalidEvent, RefundError
+from .errors import EventTooEarly, InvalidEvent, RefundError
 from .service import Clock, utcnow
 from .stripe_gateway import RefundGateway, RefundInfo
 from .tables import refund_requests
@@ -117,7 +117,9 @@ class RefundLifecycle:
         key = (refund.metadata or {}).get("refund_key")
         if key and conn.execute(select(refund_requests.c.id)
                                 .where(refund_requests.c.stripe_idempotency_key == key)).first():
-            return "ignored"
+            # Ours, made while its executor had not recorded it yet. Refusing the event rolls back
+            # its dedupe row, so Stripe delivers it again once the refund is in our log.
+            raise EventTooEarly(f"Refund {refund.refund_id} is still being recorded; send the event again.")
         if refund.status not in RANK:
             return "ignored"
         store.insert_log(conn, {

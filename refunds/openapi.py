@@ -528,6 +528,7 @@ def openapi_document() -> dict[str, Any]:
                         }),
                         "400": _error("`invalid_signature`, or `invalid_event` (signed, but not a Stripe event; "
                                       "`message` names the field)."),
+                        "409": _error("`event_too_early`: about a refund of ours not recorded yet; Stripe retries."),
                         "503": _error("`webhooks_not_configured`: STRIPE_WEBHOOK_SECRET is unset."),
                     },
                 }

@@ -10,16 +10,32 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import secrets
 from typing import Any
 
 from dotenv import load_dotenv
+from gunicorn import glogging  # type: ignore[import-untyped]
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
 log = logging.getLogger("refunds.serve")
 
 SANDBOX_DATABASE_URL = "sqlite:///sandbox.db"
+LINK_PATH = re.compile(r"/approval-links/[^/?\s]+")
 SANDBOX_STRIPE_KEY = "sk_test_sandbox_standin"  # only the local stand-in accepts it
+
+
+class _AccessLog(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no types
+    """gunicorn's access log, with approval link tokens cut out: an unspent link is a credential."""
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        environ = dict(environ)
+        for key in ("RAW_URI", "PATH_INFO"):
+            if key in environ:
+                environ[key] = LINK_PATH.sub("/approval-links/<token>", environ[key])
+        req.uri = LINK_PATH.sub("/approval-links/<token>", req.uri)
+        req.path = LINK_PATH.sub("/approval-links/<token>", req.path)
+        super().access(resp, req, environ, request_time)
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types
@@ -112,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         "worker_class": "gthread",
         "threads": args.threads,
         "accesslog": "-",
+        "logger_class": _AccessLog,
         "control_socket_disable": True,
     }
     _Gunicorn(options).run()

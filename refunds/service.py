@@ -437,16 +437,23 @@ class RefundService:
         except RefundError as exc:
             return self._fail(row, exc, expect_status="executing")
         now = self.clock()
+        # Stripe accepted the call but the refund itself is already failed or canceled: the
+        # money did not go back, so the request must not say it did.
+        failed = RefundError(f"Stripe reports refund {refund.refund_id} {refund.status}"
+                             + (f": {refund.failure_reason}" if refund.failure_reason else "."),
+                             code=f"refund_{refund.status}") if refund.status in ("failed", "canceled") else None
         with self.db.transaction() as conn:
-            if not store.update_request(conn, row.id, expect_status="executing", status="succeeded",
+            if not store.update_request(conn, row.id, expect_status="executing",
+                                        status="failed" if failed else "succeeded",
                                         stripe_refund_id=refund.refund_id, resolved_at=now,
-                                        updated_at=now, next_attempt_at=None, error_code=None,
-                                        error_message=None):
+                                        updated_at=now, next_attempt_at=None,
+                                        error_code=failed.code if failed else None,
+                                        error_message=failed.message if failed else None):
                 # Someone else (a retrying worker) recorded this same refund first.
                 current = store.get_request(conn, row.id)
                 assert current is not None
                 return _execution_outcome(current, success="succeeded")
-            store.release(conn, row.charge_id, row.amount, now, refunded=True)
+            store.release(conn, row.charge_id, row.amount, now, refunded=failed is None)
             pending = store.get_pending_for_request(conn, row.id)
             approver = pending.decided_by if pending is not None else None
             store.insert_log(conn, {
@@ -462,12 +469,20 @@ class RefundService:
                 "approved_by": approver,
                 "product": row.product,
                 "status_changed_at": now,
+                "failure_reason": refund.failure_reason,
             })
-            store.add_audit(conn, row.id, at=now, action="refunded", actor="stripe", channel="stripe",
-                            detail=f"{refund.refund_id} ({refund.status})")
-            store.enqueue(conn, request_id=row.id, kind="approved" if approver else "auto_approved",
-                          at=now, payload=_message(row, refund_id=refund.refund_id, actor=approver))
+            store.add_audit(conn, row.id, at=now, action="failed" if failed else "refunded", actor="stripe",
+                            channel="stripe", detail=f"{refund.refund_id} ({refund.status})")
+            if failed:
+                store.enqueue(conn, request_id=row.id, kind="failed", at=now, payload=_message(
+                    row, refund_id=refund.refund_id, error_code=refund.failure_reason or failed.code,
+                    error_message=failed.message))
+            else:
+                store.enqueue(conn, request_id=row.id, kind="approved" if approver else "auto_approved",
+                              at=now, payload=_message(row, refund_id=refund.refund_id, actor=approver))
         log.info("refund request %s executed as %s (%s)", row.id, refund.refund_id, refund.status)
+        if failed:
+            return Outcome("failed", row.id, refund_id=refund.refund_id, error=failed)
         return Outcome("succeeded", row.id, refund_id=refund.refund_id)
 
     def _existing_refund(self, row: Row[Any]) -> RefundInfo | None:

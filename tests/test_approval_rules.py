@@ -186,3 +186,10 @@ def test_two_long_approver_names_fit_in_the_log(
     assert approve(client, pending_id, token_for(app, second)).status_code == 200
     assert rows(app, refund_log)[0].approved_by == f"{first}, {second}"
     assert len(gateway.refunds) == 1
+
+
+def test_revoking_a_name_no_database_can_hold_is_a_404_not_a_500(app: Flask, client: FlaskClient) -> None:
+    admin = token_for(app, "root", role="admin")
+    for name in ("a%00b", "x" * 101, "sp%20ace"):
+        response = client.delete(f"/approvers/{name}", headers=admin)
+        assert (response.status_code, response.get_json()["error"]) == (404, "approver_not_found")

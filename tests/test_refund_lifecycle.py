@@ -184,3 +184,46 @@ def test_a_signed_refund_event_without_the_refunds_details_is_a_400_and_changes_
     assert rows(app, refund_log) == []
     again = deliver(client, refund_event(as_stripe("re_incomplete", "ch_small", 5, "succeeded"), "refund.updated"))
     assert again.get_json()["result"] == "applied"
+
+
+def test_an_event_about_our_refund_before_we_recorded_it_is_refused_then_applied_when_sent_again(
+    app: Flask, client: FlaskClient, intake_headers: dict[str, str], gateway: FakeGateway, clock: FakeClock
+) -> None:
+    from refunds.errors import StripeUnavailable
+    from refunds.stripe_gateway import RefundParams
+
+    gateway.fail_next.append(StripeUnavailable("Stripe could not be reached."))
+    assert client.post("/refund-request", json={"charge_id": "ch_small", "amount": 100},
+                       headers=intake_headers).status_code == 202
+    [request_row] = rows(app, refund_requests)
+    # Stripe made the refund; our executor has not heard back yet.
+    made = gateway.create_refund(RefundParams(
+        charge_id="ch_small", amount=100, reason="requested_by_customer",
+        idempotency_key=request_row.stripe_idempotency_key,
+        metadata={"refund_key": request_row.stripe_idempotency_key, "refund_request_id": str(request_row.id)}))
+    event = refund_event(as_stripe(made.refund_id, "ch_small", 100, "failed", "declined",
+                                   metadata={"refund_key": request_row.stripe_idempotency_key}), "refund.failed")
+    early = deliver(client, event)
+    assert (early.status_code, early.get_json()["error"]) == (409, "event_too_early")
+    assert rows(app, refund_log) == []
+
+    clock.advance(timedelta(minutes=5))
+    run_worker(app)
+    assert rows(app, refund_log)[0].status == "succeeded"
+    again = deliver(client, event)  # Stripe retries the delivery
+    assert again.get_json()["result"] == "applied"
+    assert (rows(app, refund_log)[0].status, rows(app, refund_requests)[0].status) == ("failed", "failed")
+
+
+def test_a_refund_stripe_returns_already_failed_never_counts_as_succeeded(
+    app: Flask, client: FlaskClient, intake_headers: dict[str, str], gateway: FakeGateway, notifier: FakeNotifier
+) -> None:
+    gateway.new_refund_status = "failed"
+    response = client.post("/refund-request", json={"charge_id": "ch_small", "amount": 100}, headers=intake_headers)
+    assert (response.status_code, response.get_json()["error"]) == (409, "refund_failed")
+    assert rows(app, refund_requests)[0].status == "failed"
+    assert rows(app, refund_log)[0].status == "failed"
+    ledger = rows(app, charge_ledger)[0]
+    assert (ledger.reserved, ledger.refunded) == (0, 0)
+    run_worker(app)
+    assert notifier.kinds() == ["failed"]
