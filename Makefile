@@ -1,5 +1,5 @@
 # `make run`: set everything up and serve on the embedded SQLite default (sandbox without a Stripe key).
-# `make test`: set everything up and run the whole suite (PostgreSQL too when TEST_DATABASE_URL is set).
+# `make test`: set everything up, run ruff and mypy, then the whole suite (PostgreSQL too when TEST_DATABASE_URL is set).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,6 +17,7 @@ run: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: $(BIN)/.installed
