@@ -29,6 +29,7 @@ from .schemas import (
     describe,
 )
 from .service import Actor, Outcome, RefundCommand, RefundService
+from .tables import iso_utc
 
 bp = Blueprint("refunds", __name__)
 
@@ -287,7 +288,7 @@ def _approval(pending: dict[str, Any] | None, approvals: list[dict[str, Any]]) -
 
 
 def _iso(value: Any) -> str | None:
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z") if value is not None else None
+    return iso_utc(value) if value is not None else None
 
 
 @bp.get("/healthz")

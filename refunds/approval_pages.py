@@ -18,6 +18,7 @@ from .approval_links import ApprovalLinks, LinkClaims
 from .errors import LinkInvalid, RefundError
 from .money import Money
 from .service import Actor, RefundService
+from .tables import iso_utc
 
 bp = Blueprint("approval_pages", __name__, template_folder="templates")
 
@@ -116,7 +117,7 @@ def _load(token: str, *, allow_used: bool = False) -> tuple[LinkClaims, dict[str
         "request": request_row,
         "pending": pending,
         "money": str(Money(pending.amount, pending.currency)),
-        "requested_at": pending.requested_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "requested_at": iso_utc(pending.requested_at, "seconds"),
         "approvals": ", ".join(approvals),
         "required": service.approvals_required(pending.amount),
         "actionable": pending.status == "pending",

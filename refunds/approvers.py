@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
 from .db import Database
 from .errors import ApproverExists, ApproverNotFound
-from .tables import approvers
+from .tables import approvers, iso_utc
 
 TOKEN_PREFIX = "apr_"  # noqa: S105 - a prefix, not a secret
 
@@ -42,7 +42,7 @@ class Approver:
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "role": self.role, "approval_limit": self.approval_limit,
                 "slack_user_id": self.slack_user_id, "active": self.revoked_at is None,
-                "created_at": self.created_at.isoformat(timespec="seconds").replace("+00:00", "Z")}
+                "created_at": iso_utc(self.created_at, "seconds")}
 
 
 def _approver(row: Any) -> Approver:
@@ -68,10 +68,7 @@ def add(db: Database, name: str, now: datetime, *, role: str = "approver", appro
         row = conn.execute(select(approvers).where(approvers.c.name == name)).first()
         if row is not None and row.revoked_at is None:
             raise ApproverExists(f"Approver {name!r} already exists; revoke them first to issue a new token.")
-        if slack_user_id is not None and conn.execute(
-            select(approvers.c.name).where(approvers.c.slack_user_id == slack_user_id, approvers.c.name != name)
-        ).first():
-            raise ApproverExists(f"Slack user {slack_user_id} is already linked to another approver.")
+        _check_slack_user_free(conn, slack_user_id, name)
         if row is None:
             conn.execute(approvers.insert().values(name=name, **values))
         else:
@@ -95,16 +92,21 @@ def change(db: Database, name: str, *, role: str | None = None, approval_limit: 
     _check(values.get("role", "approver"), values.get("approval_limit"))
     with db.transaction() as conn:
         condition = (approvers.c.name == name) & approvers.c.revoked_at.is_(None)
-        if slack_user_id is not None and conn.execute(
-            select(approvers.c.name).where(approvers.c.slack_user_id == slack_user_id, approvers.c.name != name)
-        ).first():
-            raise ApproverExists(f"Slack user {slack_user_id} is already linked to another approver.")
+        _check_slack_user_free(conn, slack_user_id, name)
         if values:
             conn.execute(update(approvers).where(condition).values(**values))
         row = conn.execute(select(approvers).where(condition)).first()
         if row is None:
             raise ApproverNotFound(f"No active approver named {name!r}.")
         return _approver(row)
+
+
+def _check_slack_user_free(conn: Connection, slack_user_id: str | None, name: str) -> None:
+    """Raises ApproverExists if `slack_user_id` already belongs to an approver other than `name`."""
+    if slack_user_id is not None and conn.execute(
+        select(approvers.c.name).where(approvers.c.slack_user_id == slack_user_id, approvers.c.name != name)
+    ).first():
+        raise ApproverExists(f"Slack user {slack_user_id} is already linked to another approver.")
 
 
 def _check(role: str, approval_limit: Any) -> None:

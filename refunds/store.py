@@ -10,7 +10,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, case, func, insert, select, update
+from sqlalchemy import Connection, Row, Table, and_, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .tables import (
@@ -25,6 +25,11 @@ from .tables import (
     refund_requests,
     stripe_events,
 )
+
+
+def _insert(conn: Connection, table: Table) -> Any:
+    """An INSERT that knows ON CONFLICT, on PostgreSQL and on SQLite alike."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 def get_request(conn: Connection, request_id: int) -> Row[Any] | None:
@@ -103,8 +108,7 @@ def lock_pending(conn: Connection, pending_id: int) -> Row[Any] | None:
 
 def add_approval(conn: Connection, request_id: int, approver: str, channel: str, at: datetime) -> bool:
     """Record one approver's approval. False if they had already approved this request."""
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = dialect_insert(approvals).values(request_id=request_id, approver=approver, channel=channel, at=at)
+    statement = _insert(conn, approvals).values(request_id=request_id, approver=approver, channel=channel, at=at)
     inserted = statement.on_conflict_do_nothing(
         index_elements=[approvals.c.request_id, approvals.c.approver]).returning(approvals.c.id)
     return conn.execute(inserted).first() is not None
@@ -131,8 +135,7 @@ def get_active_approver(conn: Connection, name: str) -> Row[Any] | None:
 
 def use_link(conn: Connection, nonce: str, request_id: int, approver: str, at: datetime) -> bool:
     """Spend a one-time approval link. False if it was used before."""
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = dialect_insert(approval_link_uses).values(nonce=nonce, request_id=request_id, approver=approver,
+    statement = _insert(conn, approval_link_uses).values(nonce=nonce, request_id=request_id, approver=approver,
                                                           used_at=at)
     inserted = statement.on_conflict_do_nothing(index_elements=[approval_link_uses.c.nonce]).returning(
         approval_link_uses.c.nonce)
@@ -315,8 +318,7 @@ def note_charge(conn: Connection, *, charge_id: str, currency: str, amount: int,
 
     One INSERT ... ON CONFLICT statement, so concurrent first requests on a charge cannot collide.
     """
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = dialect_insert(charge_ledger).values(
+    statement = _insert(conn, charge_ledger).values(
         charge_id=charge_id, currency=currency, amount=amount, reserved=0, refunded=0,
         stripe_refunded=stripe_refunded, updated_at=at,
     )
@@ -363,8 +365,7 @@ def unrefund(conn: Connection, charge_id: str, amount: int, at: datetime) -> Non
 
 def record_event(conn: Connection, event_id: str, event_type: str, at: datetime) -> bool:
     """Remember a Stripe event id. False if it was seen before (the caller must then do nothing)."""
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = dialect_insert(stripe_events).values(id=event_id, type=event_type, received_at=at)
+    statement = _insert(conn, stripe_events).values(id=event_id, type=event_type, received_at=at)
     inserted = statement.on_conflict_do_nothing(index_elements=[stripe_events.c.id]).returning(stripe_events.c.id)
     return conn.execute(inserted).first() is not None
 

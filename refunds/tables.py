@@ -26,6 +26,11 @@ from sqlalchemy import (
 )
 
 
+def iso_utc(value: datetime, timespec: str = "milliseconds") -> str:
+    """`2026-11-26T10:39:25.123Z`: the one way timestamps are written for people and for SQLite."""
+    return value.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes: `timestamptz` on PostgreSQL, ISO 8601 text on SQLite.
 
@@ -46,10 +51,9 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
         if dialect.name == "sqlite":
-            return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        return value
+            return iso_utc(value)
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
