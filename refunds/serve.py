@@ -101,6 +101,8 @@ def banner(info: dict[str, str], approver_token: str, port: int) -> str:
 
   export INTAKE_TOKEN={info['intake_token']}
   export APPROVER_TOKEN={approver_token}
+  alias sandbox-flask='env DATABASE_URL={os.environ['DATABASE_URL']} STRIPE_SECRET_KEY={SANDBOX_STRIPE_KEY} \
+STRIPE_API_BASE={info['stripe']} INTAKE_TOKEN={info['intake_token']} .venv/bin/flask --app app'
 
   curl -s {base}/refund-request -H "Authorization: Bearer $INTAKE_TOKEN" \\
        -H 'Content-Type: application/json' -d '{{"charge_id": "ch_demo_small", "amount": 1500}}'
