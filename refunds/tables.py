@@ -25,6 +25,22 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from .limits import (
+    APPROVER_NAME,
+    AUDIT_ACTOR,
+    CURRENCY,
+    EMAIL,
+    ERROR_CODE,
+    EVENT_TYPE,
+    FAILURE_REASON,
+    IDEMPOTENCY_KEY,
+    REASON,
+    SHORT_TEXT,
+    SLACK_USER_ID,
+    STATUS,
+    STRIPE_ID,
+)
+
 
 def iso_utc(value: datetime, timespec: str = "milliseconds") -> str:
     """`2026-11-26T10:39:25.123Z`: the one way timestamps are written for people and for SQLite."""
@@ -72,29 +88,29 @@ refund_requests = Table(
     "refund_requests",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("idempotency_key", String(255), unique=True),
+    Column("idempotency_key", String(IDEMPOTENCY_KEY), unique=True),
     Column("body_fingerprint", String(64), nullable=False),
     # What the support tool asked for; charge_id is filled in from a payment intent once read.
-    Column("charge_id", String(255)),
-    Column("payment_intent_id", String(255)),
+    Column("charge_id", String(STRIPE_ID)),
+    Column("payment_intent_id", String(STRIPE_ID)),
     Column("requested_amount", BigInteger),
     # What will be refunded, known once the charge was read from Stripe.
     Column("amount", BigInteger),
-    Column("currency", String(3)),
-    Column("reason", String(32), nullable=False),
-    Column("product", String(200)),
-    Column("customer_email", String(320)),
-    Column("ticket_id", String(200)),
+    Column("currency", String(CURRENCY)),
+    Column("reason", String(REASON), nullable=False),
+    Column("product", String(SHORT_TEXT)),
+    Column("customer_email", String(EMAIL)),
+    Column("ticket_id", String(SHORT_TEXT)),
     Column("note", Text),
     # received -> pending_approval -> executing -> succeeded | failed; pending_approval -> rejected;
     # received -> failed when Stripe's state refuses it (already refunded, disputed, ...).
-    Column("status", String(32), nullable=False),
-    Column("decision", String(32)),
+    Column("status", String(STATUS), nullable=False),
+    Column("decision", String(STATUS)),
     Column("policy_explanation", Text),
-    Column("requested_by", String(100), nullable=False),
-    Column("stripe_idempotency_key", String(255), unique=True),
-    Column("stripe_refund_id", String(255), unique=True),
-    Column("error_code", String(100)),
+    Column("requested_by", String(SHORT_TEXT), nullable=False),
+    Column("stripe_idempotency_key", String(IDEMPOTENCY_KEY), unique=True),
+    Column("stripe_refund_id", String(STRIPE_ID), unique=True),
+    Column("error_code", String(ERROR_CODE)),
     Column("error_message", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -112,12 +128,12 @@ pending_refunds = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("request_id", Integer, ForeignKey("refund_requests.id"), nullable=False, unique=True),
-    Column("charge_id", String(255), nullable=False),
+    Column("charge_id", String(STRIPE_ID), nullable=False),
     Column("amount", BigInteger, nullable=False),
-    Column("currency", String(3), nullable=False),
-    Column("reason", String(32), nullable=False),
+    Column("currency", String(CURRENCY), nullable=False),
+    Column("reason", String(REASON), nullable=False),
     Column("requested_at", UTCDateTime, nullable=False),
-    Column("status", String(32), nullable=False),  # pending | approved | rejected | expired
+    Column("status", String(STATUS), nullable=False),  # pending | approved | rejected | expired
     Column("decided_by", Text),  # one name, or several for the two-person rule
     Column("decided_at", UTCDateTime),
     Column("decision_note", Text),
@@ -131,7 +147,7 @@ approvals = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("request_id", Integer, ForeignKey("refund_requests.id"), nullable=False),
-    Column("approver", String(100), nullable=False),
+    Column("approver", String(APPROVER_NAME), nullable=False),
     Column("channel", String(20), nullable=False),
     Column("at", UTCDateTime, nullable=False),
     UniqueConstraint("request_id", "approver", name="uq_approvals_request_approver"),
@@ -143,7 +159,7 @@ approval_link_uses = Table(
     metadata,
     Column("nonce", String(64), primary_key=True),
     Column("request_id", Integer, ForeignKey("refund_requests.id"), nullable=False),
-    Column("approver", String(100), nullable=False),
+    Column("approver", String(APPROVER_NAME), nullable=False),
     Column("used_at", UTCDateTime, nullable=False),
 )
 Index("ix_pending_refunds_status", pending_refunds.c.status, pending_refunds.c.requested_at)
@@ -152,18 +168,18 @@ refund_log = Table(
     "refund_log",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("refund_id", String(255), nullable=False, unique=True),
+    Column("refund_id", String(STRIPE_ID), nullable=False, unique=True),
     Column("request_id", Integer, ForeignKey("refund_requests.id")),
-    Column("charge_id", String(255), nullable=False),
+    Column("charge_id", String(STRIPE_ID), nullable=False),
     Column("amount", BigInteger, nullable=False),
-    Column("currency", String(3), nullable=False),
-    Column("status", String(32), nullable=False),  # Stripe's refund status
+    Column("currency", String(CURRENCY), nullable=False),
+    Column("status", String(STATUS), nullable=False),  # Stripe's refund status
     Column("processed_at", UTCDateTime, nullable=False),
-    Column("reason", String(32)),
-    Column("decision", String(32)),  # auto_approved | approved | external (made outside this service)
+    Column("reason", String(REASON)),
+    Column("decision", String(STATUS)),  # auto_approved | approved | external (made outside this service)
     Column("approved_by", Text),
-    Column("product", String(200)),
-    Column("failure_reason", String(100)),
+    Column("product", String(SHORT_TEXT)),
+    Column("failure_reason", String(FAILURE_REASON)),
     Column("status_changed_at", UTCDateTime),  # Stripe's time of the last status we applied
     Column("checked_at", UTCDateTime),  # last time the worker asked Stripe about a pending refund
 )
@@ -175,8 +191,8 @@ Index("ix_refund_log_status", refund_log.c.status, refund_log.c.checked_at)
 charge_ledger = Table(
     "charge_ledger",
     metadata,
-    Column("charge_id", String(255), primary_key=True),
-    Column("currency", String(3), nullable=False),
+    Column("charge_id", String(STRIPE_ID), primary_key=True),
+    Column("currency", String(CURRENCY), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("reserved", BigInteger, nullable=False, default=0),
     Column("refunded", BigInteger, nullable=False, default=0),
@@ -188,8 +204,8 @@ charge_ledger = Table(
 stripe_events = Table(
     "stripe_events",
     metadata,
-    Column("id", String(255), primary_key=True),
-    Column("type", String(100), nullable=False),
+    Column("id", String(STRIPE_ID), primary_key=True),
+    Column("type", String(EVENT_TYPE), nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
 )
 
@@ -200,7 +216,7 @@ audit_log = Table(
     Column("request_id", Integer, ForeignKey("refund_requests.id"), nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Column("action", String(50), nullable=False),
-    Column("actor", String(100), nullable=False),
+    Column("actor", String(AUDIT_ACTOR), nullable=False),
     Column("channel", String(20), nullable=False),  # api | signed | link | slack | cli | stripe | worker | webhook
     Column("detail", Text),
 )
@@ -219,6 +235,8 @@ outbox = Table(
     Column("claimed_until", UTCDateTime),
     Column("delivered_at", UTCDateTime),
     Column("last_error", Text),
+    # Set when Slack refused the message as invalid (a 4xx other than 429): never retried, kept for ops.
+    Column("dead_at", UTCDateTime),
 )
 Index("ix_outbox_due", outbox.c.delivered_at, outbox.c.next_attempt_at)
 
@@ -226,12 +244,25 @@ approvers = Table(
     "approvers",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(100), nullable=False, unique=True),
+    Column("name", String(APPROVER_NAME), nullable=False, unique=True),
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
     Column("role", String(20), nullable=False, server_default="approver"),  # approver | admin
     Column("approval_limit", BigInteger),  # minor units they may approve alone; NULL: no limit
-    Column("slack_user_id", String(50)),
+    Column("slack_user_id", String(SLACK_USER_ID)),
     UniqueConstraint("slack_user_id", name="uq_approvers_slack_user_id"),
 )
+
+# An approver's email addresses, stored normalised (see `identity.normalise`): with the name and the
+# Slack user id, what self-approval is checked against. An address belongs to one approver at most.
+approver_emails = Table(
+    "approver_emails",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("approver_id", Integer, ForeignKey("approvers.id"), nullable=False),
+    Column("email", String(EMAIL), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("email", name="uq_approver_emails_email"),
+)
+Index("ix_approver_emails_approver_id", approver_emails.c.approver_id)
