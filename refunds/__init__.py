@@ -153,7 +153,8 @@ def _approval_link_source(db: Database, links: ApprovalLinks, two_person_thresho
     def pairs(pending_id: int, amount: int, currency: str) -> list[tuple[str, str]]:
         if two_person_threshold is not None and amount > two_person_threshold:
             return []
-        return [(a.name, links.url(pending_id, a.name, amount, currency)) for a in approvers.list_all(db)
+        return [(a.name, links.url(pending_id, a.name, amount, currency, credential=a.token_hash))
+                for a in approvers.list_all(db)
                 if a.revoked_at is None and (a.approval_limit is None or amount <= a.approval_limit)]
 
     return pairs

@@ -190,7 +190,8 @@ def pending_refunds() -> Any:
         money = Money(row.pop("amount"), row.pop("currency"))
         item = {**row, **money.as_json(), "requested_at": _iso(row["requested_at"])}
         if links is not None:  # the caller's own one-click link, bound to them and this amount
-            item["approval_link"] = links.url(row["pending_id"], g.approver, money.amount, money.currency)
+            item["approval_link"] = links.url(row["pending_id"], g.approver, money.amount, money.currency,
+                                              credential=g.approver_record.token_hash)
         items.append(item)
     return jsonify({"pending": items, "count": len(items)})
 
@@ -209,11 +210,15 @@ def add_approver() -> Any:
     body = _parse(NewApproverBody)
     if isinstance(body, tuple):
         return body
-    token = approvers.add(_service().db, body.name, _service().clock(), role=body.role,
-                          approval_limit=body.approval_limit, slack_user_id=body.slack_user_id)
+    try:
+        emails = approvers.normalise_emails(body.emails or ())
+        token = approvers.add(_service().db, body.name, _service().clock(), role=body.role,
+                              approval_limit=body.approval_limit, slack_user_id=body.slack_user_id, emails=emails)
+    except ValueError as exc:  # an address that is not one once normalised (a full-width at sign, say)
+        return error_response("invalid_request", str(exc))
     current_app.logger.info("approver %s added by %s", body.name, g.approver)
     return jsonify({"name": body.name, "role": body.role, "approval_limit": body.approval_limit,
-                    "slack_user_id": body.slack_user_id, "token": token}), 201
+                    "slack_user_id": body.slack_user_id, "emails": emails, "token": token}), 201
 
 
 @bp.delete("/approvers/<name>")

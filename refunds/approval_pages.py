@@ -109,7 +109,9 @@ def _load(token: str, *, allow_used: bool = False) -> tuple[LinkClaims, dict[str
         pending = store.get_pending(conn, claims.pending_id)
         if pending is None or (pending.amount, pending.currency) != (claims.amount, claims.currency):
             raise LinkInvalid("This approval link does not match its refund any more.")
-        if store.get_active_approver(conn, claims.approver) is None:
+        approver = store.get_active_approver(conn, claims.approver)
+        # A revoked or re-issued token kills every link made for it, even when the name is active again.
+        if approver is None or not links.matches(claims, approver.token_hash):
             raise LinkInvalid("This approval link belongs to someone who is no longer an approver.")
         request_row = store.get_request(conn, pending.request_id)
         approvals = store.approvers_of(conn, pending.request_id)

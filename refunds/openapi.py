@@ -96,6 +96,8 @@ APPROVER: dict[str, Any] = {
     "type": "object",
     "properties": {"name": {"type": "string"}, "role": {"enum": ["approver", "admin"]},
                    "approval_limit": {"type": ["integer", "null"]}, "slack_user_id": {"type": ["string", "null"]},
+                   "emails": {"type": "array", "items": {"type": "string"},
+                              "description": "Their email addresses, normalised (NFKC, case-folded, trimmed)."},
                    "active": {"type": "boolean"}, "created_at": {"type": "string"}},
 }
 
@@ -315,7 +317,11 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "Refund automation service",
             "version": "1.0.0",
-            "description": "Support-tool refund requests, a threshold policy, Stripe refunds, an approval queue.",
+            "description": "Support-tool refund requests, a threshold policy, Stripe refunds, an approval queue.\n\n"
+                           "String format `unambiguous` (people's names and addresses): no invisible or control "
+                           "characters (zero-width space and joiners, U+2060, U+FEFF, bidi controls, tabs, "
+                           "newlines) and no word mixing scripts (a Cyrillic і in a Latin name); otherwise "
+                           "`400 invalid_request` naming the field.",
         },
         "components": {
             "securitySchemes": {
@@ -466,7 +472,9 @@ def openapi_document() -> dict[str, Any]:
                         "201": _ok("Added.", {"type": "object", "required": ["name", "role", "token"],
                                               "properties": {**APPROVER["properties"], "token": {"type": "string"}}}),
                         **BAD_INPUT, **AUTH_ERRORS, "403": _error("`forbidden`: admins only."),
-                        "409": _error("`approver_exists`."),
+                        "409": _error("`approver_exists`: an active approver has that name, or another approver "
+                                      "that Slack user or one of those email addresses (also when a concurrent "
+                                      "request took it first)."),
                     },
                 },
             },

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -14,6 +15,8 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+
+from .identity import unambiguous
 
 REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 MAX_ID = 2**31 - 1  # ids are 32-bit integer columns
@@ -32,6 +35,10 @@ PATTERN_MEANINGS = {
     EMAIL_PATTERN: "must be an email address, like name@example.com, without spaces",
     TEXT_PATTERN: "must not contain NUL characters (\\u0000)",
 }
+
+# A person's name or address that reads one way only: no invisible or control characters (zero-width
+# space, joiners, U+2060, U+FEFF, bidi controls, tabs, newlines), no word mixing scripts (see identity.py).
+UNAMBIGUOUS_FORMAT = "unambiguous"
 
 ShortText = Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
 Note = Annotated[StrictStr, Field(max_length=2000, pattern=TEXT_PATTERN)]
@@ -82,9 +89,11 @@ class RefundRequestBody(_Strict):
     customer_email: Annotated[StrictStr, Field(max_length=320, pattern=EMAIL_PATTERN)] | None = None
     ticket_id: ShortText | None = None
     note: Note | None = None
-    requested_by: ShortText | None = Field(
+    requested_by: Annotated[ShortText, AfterValidator(unambiguous("requested_by"))] | None = Field(
         default=None,
-        description="Who asked for the refund (the agent's name or email). That approver may not approve it.",
+        description="Who asked for the refund (the agent's name or email). No approver who is that person (by "
+                    "name, email or Slack user id, look-alikes included) may approve it.",
+        json_schema_extra={"format": UNAMBIGUOUS_FORMAT},
     )
 
     @model_validator(mode="after")
@@ -108,6 +117,12 @@ class NewApproverBody(_Strict):
     approval_limit: Annotated[StrictInt, Field(ge=0, le=99_999_999_999)] | None = Field(
         default=None, description="The largest amount, in minor units, they may approve. Absent: no limit.")
     slack_user_id: Annotated[StrictStr, Field(pattern=r"^[UW][A-Z0-9]{2,30}$")] | None = None
+    emails: list[Annotated[StrictStr, Field(max_length=320, pattern=EMAIL_PATTERN,
+                                            json_schema_extra={"format": UNAMBIGUOUS_FORMAT}),
+                           AfterValidator(unambiguous("emails"))]] | None = Field(
+        default=None, max_length=20,
+        description="Their email addresses (stored normalised; each belongs to one approver at most). A refund "
+                    "requested by any of them, or by their name or Slack user, is one they may not approve.")
 
 
 class RejectBody(_Strict):

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
-from . import store
+from . import approvers, identity, store
 from .db import Database
 from .errors import (
     AlreadyApproved,
@@ -348,10 +348,11 @@ class RefundService:
         return pending
 
     def _may_approve(self, conn: Connection, actor: Actor, request: Row[Any], pending: Row[Any]) -> None:
-        approver = store.get_active_approver(conn, actor.name)
+        approver = approvers.active_in(conn, actor.name)
         if approver is None:
             raise NotAnApprover(f"{actor.name} is not an active approver.")
-        if request.requested_by.casefold() == actor.name.casefold():
+        # Against every identity (name, emails, Slack user), through look-alikes: see identity.py.
+        if identity.same_person(request.requested_by, approver.identities):
             raise SelfApproval(f"{actor.name} asked for this refund and cannot approve it.")
         if approver.approval_limit is not None and pending.amount > approver.approval_limit:
             raise OverApprovalLimit(
