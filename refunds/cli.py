@@ -32,6 +32,7 @@ def db_upgrade() -> None:
     click.echo("database is up to date")
 
 
+EMAIL_HELP = "an email address of NAME's: refunds requested by it are ones NAME may not approve"
 SLACK_USER_HELP = "Slack member id (U... or W...: profile, \u22ee, Copy member ID) whose buttons act as NAME"
 
 
@@ -48,11 +49,12 @@ def _slack_user(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--limit", type=click.IntRange(min=0), default=None,
               help="largest refund NAME may approve alone, in minor units (default: no limit)")
 @click.option("--slack-user", callback=_slack_user, default=None, help=SLACK_USER_HELP)
-def approvers_add(name: str, role: str, limit: int | None, slack_user: str | None) -> None:
+@click.option("--email", "emails", multiple=True, help=EMAIL_HELP + " (repeat for several)")
+def approvers_add(name: str, role: str, limit: int | None, slack_user: str | None, emails: tuple[str, ...]) -> None:
     """Create approver NAME and print their token. It is shown once; only its hash is kept."""
     try:
         token = approvers.add(_service().db, name, utcnow(), role=role, approval_limit=limit,
-                              slack_user_id=slack_user)
+                              slack_user_id=slack_user, emails=emails)
     except (RefundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"approver {name} added; their token (shown once, store it now):")
@@ -66,33 +68,43 @@ def approvers_add(name: str, role: str, limit: int | None, slack_user: str | Non
               help="largest refund NAME may approve alone, in minor units")
 @click.option("--no-limit", is_flag=True, help="remove NAME's approval limit")
 @click.option("--slack-user", callback=_slack_user, default=None, help=SLACK_USER_HELP)
-def approvers_set(name: str, role: str | None, limit: int | None, no_limit: bool, slack_user: str | None) -> None:
-    """Change active approver NAME's role, approval limit or Slack user; their token stays."""
+@click.option("--add-email", "add_emails", multiple=True, help=EMAIL_HELP + " to add (repeat for several)")
+@click.option("--remove-email", "remove_emails", multiple=True, help="an email address of NAME's to remove")
+def approvers_set(name: str, role: str | None, limit: int | None, no_limit: bool, slack_user: str | None,
+                  add_emails: tuple[str, ...], remove_emails: tuple[str, ...]) -> None:
+    """Change active approver NAME's role, approval limit, Slack user or email addresses; their token stays."""
     if limit is not None and no_limit:
         raise click.UsageError("give --limit or --no-limit, not both")
-    if role is None and limit is None and not no_limit and slack_user is None:
-        raise click.UsageError("nothing to change: give --role, --limit, --no-limit or --slack-user")
+    if role is None and limit is None and not no_limit and slack_user is None and not add_emails and not remove_emails:
+        raise click.UsageError("nothing to change: give --role, --limit, --no-limit, --slack-user, --add-email "
+                               "or --remove-email")
     try:
         approver = approvers.change(_service().db, name, role=role, approval_limit=limit, no_limit=no_limit,
-                                    slack_user_id=slack_user)
+                                    slack_user_id=slack_user, add_emails=add_emails, remove_emails=remove_emails,
+                                    now=utcnow())
     except (RefundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     except IntegrityError:  # the unique Slack user constraint
         raise click.ClickException(f"Slack user {slack_user} is already linked to another approver.") from None
-    click.echo(f"approver {approver.name}: {_describe(approver)}")
+    click.echo(f"approver {approver.name}: {_describe(approver)}, {_emails(approver)}")
 
 
 @approvers_cli.command("list")
 def approvers_list() -> None:
-    """List approvers: active or revoked, role, approval limit (minor units) and Slack user."""
+    """List approvers: active or revoked, role, approval limit (minor units), Slack user and email addresses."""
     for approver in approvers.list_all(_service().db):
         state = f"revoked {approver.revoked_at:%Y-%m-%d %H:%M}Z" if approver.revoked_at else "active"
-        click.echo(f"{approver.name}\t{state}\tadded {approver.created_at:%Y-%m-%d %H:%M}Z\t{_describe(approver)}")
+        click.echo(f"{approver.name}\t{state}\tadded {approver.created_at:%Y-%m-%d %H:%M}Z\t{_emails(approver)}\t"
+                   f"{_describe(approver)}")
 
 
 def _describe(approver: approvers.Approver) -> str:
     limit = f"limit {approver.approval_limit}" if approver.approval_limit is not None else "no limit"
     return f"{approver.role}, {limit}, slack {approver.slack_user_id or '-'}"
+
+
+def _emails(approver: approvers.Approver) -> str:
+    return f"emails {','.join(approver.emails) or '-'}"
 
 
 @approvers_cli.command("revoke")

@@ -170,3 +170,62 @@ def test_a_revoked_approvers_link_stops_working(app: Flask, client: FlaskClient,
     revoke(app.extensions["refund_service"].db, "maria", utcnow())
     assert client.post(link, data={"csrf_token": csrf, "action": "approve"}).status_code == 404
     assert gateway.calls == []
+
+
+def _admin_headers(app: Flask) -> dict[str, str]:
+    token = add_approver(app.extensions["refund_service"].db, "root", utcnow(), role="admin")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _franks_link(client: FlaskClient, frank_token: str) -> str:
+    [item] = client.get("/pending-refunds", headers={"Authorization": f"Bearer {frank_token}"}).get_json()["pending"]
+    return str(item["approval_link"]).removeprefix("https://refunds.example")
+
+
+def test_a_link_stays_dead_after_its_approver_is_revoked_and_added_again(
+    app: Flask, client: FlaskClient, gateway: FakeGateway, intake_headers: dict[str, str]
+) -> None:
+    admin = _admin_headers(app)
+    frank = client.post("/approvers", json={"name": "frank"}, headers=admin).get_json()["token"]
+    client.post("/refund-request", json={"charge_id": "ch_big", "amount": 15_000}, headers=intake_headers)
+    old_link = _franks_link(client, frank)
+    _, old_csrf = open_page(client, old_link)
+
+    assert client.delete("/approvers/frank", headers=admin).status_code == 200
+    assert client.get(old_link).status_code == 404
+    new_frank = client.post("/approvers", json={"name": "frank"}, headers=admin)
+    assert new_frank.status_code == 201
+
+    # The old link was made for the revoked token: re-issuing frank does not bring it back.
+    assert client.get(old_link).status_code == 404
+    assert client.head(old_link).status_code == 404
+    client.set_cookie("refund_csrf", old_csrf, path=old_link)
+    replay = client.post(old_link, data={"csrf_token": old_csrf, "action": "approve"})
+    assert replay.status_code == 404
+    assert gateway.refunds == [] and gateway.calls == []
+    assert rows(app, pending_refunds)[0].status == "pending"
+    assert rows(app, approval_link_uses) == []
+
+    new_link = _franks_link(client, new_frank.get_json()["token"])
+    _, csrf = open_page(client, new_link)
+    done = client.post(new_link, data={"csrf_token": csrf, "action": "approve"})
+    assert done.status_code == 200
+    assert "Approved by frank" in done.get_data(as_text=True)
+    assert len(gateway.refunds) == 1
+
+
+def test_a_link_made_for_an_earlier_token_is_refused_after_the_cli_reissues_it(
+    app: Flask, client: FlaskClient, gateway: FakeGateway, intake_headers: dict[str, str]
+) -> None:
+    runner = app.test_cli_runner()
+    frank = runner.invoke(args=["approvers", "add", "frank"]).output.strip().splitlines()[-1]
+    client.post("/refund-request", json={"charge_id": "ch_big", "amount": 15_000}, headers=intake_headers)
+    old_link = _franks_link(client, frank)
+    assert runner.invoke(args=["approvers", "revoke", "frank"]).exit_code == 0
+    assert runner.invoke(args=["approvers", "add", "frank"]).exit_code == 0
+
+    assert client.get(old_link).status_code == 404
+    client.set_cookie("refund_csrf", "c", path=old_link)
+    assert client.post(old_link, data={"csrf_token": "c", "action": "approve"}).status_code == 404
+    assert gateway.calls == []
+    assert rows(app, pending_refunds)[0].status == "pending"
