@@ -93,3 +93,22 @@ def test_ten_concurrent_sets_of_one_identity_give_it_to_one_approver(app: Flask,
     assert answers == {"changed": 1, "approver_exists": CONCURRENCY - 1}
     holders = [a for a in approvers.list_all(db) if a.slack_user_id or a.emails]
     assert len(holders) == 1
+
+
+def test_ten_concurrent_reissues_of_a_revoked_approver_issue_one_token_that_works(
+    app: Flask, admin: dict[str, str]
+) -> None:
+    db = app.extensions["refund_service"].db
+    approvers.add(db, "frank", app.extensions["refund_service"].clock())
+    approvers.revoke(db, "frank", app.extensions["refund_service"].clock())
+
+    def add(i: int) -> tuple[int, str]:
+        response = app.test_client().post("/approvers", json={"name": "frank"}, headers=admin)
+        return response.status_code, response.get_json().get("token") or response.get_json().get("error", "")
+
+    answers = all_at_once(add)
+
+    assert sorted(status for status, _ in answers) == [201] + [409] * (CONCURRENCY - 1)
+    [token] = [token for status, token in answers if status == 201]
+    frank = approvers.authenticate(db, token)
+    assert frank is not None and frank.name == "frank"

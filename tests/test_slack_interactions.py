@@ -471,3 +471,20 @@ def test_a_click_that_stripe_refuses_says_so_with_stripes_code(
     assert reply["replace_original"] is True
     assert reply["text"].startswith(f"Approved by maria at {AT}, but Stripe refused the refund:")
     assert reply["text"].endswith("(`amount_too_large`)")
+
+
+def test_an_approver_clicking_approve_on_a_refund_they_asked_for_by_email_is_refused_privately(
+    app: Flask, client: FlaskClient, intake_headers: dict[str, str], gateway: FakeGateway, reply_to: SlackStandIn
+) -> None:
+    add_approver(app.extensions["refund_service"].db, "li", utcnow(), slack_user_id="U0LI", emails=["li@example.com"])
+    asked = client.post("/refund-request", json={"charge_id": "ch_big", "amount": 12000,
+                                                  "requested_by": "Li@Example.com"}, headers=intake_headers)
+    body = form(click(app, "approve_refund", asked.get_json()["pending_id"], "U0LI",
+                      response_url=reply_to.webhook_url))
+
+    deliver(app, body, signed(body))
+
+    nothing_changed(app, gateway)
+    [note] = reply_to.messages
+    assert note["response_type"] == "ephemeral"
+    assert "self_approval" in note["text"]
