@@ -87,14 +87,15 @@ def same_person(requester: str, identities: Iterable[str]) -> bool:
 def ambiguity(value: str) -> str | None:
     """Why `value` cannot be read unambiguously as a person, or None if it can.
 
-    Refused: invisible or control characters (zero-width space, joiners, U+2060, U+FEFF, bidi
-    controls, tabs, newlines), and a word that mixes writing systems (`marіa` with a Cyrillic і):
-    such values look like someone they are not. Case, width, and leading or trailing spaces are
+    Refused: invisible, control, private-use or unassigned characters (zero-width space, joiners,
+    U+2060, U+FEFF, bidi controls, tabs, newlines), and a word that mixes writing systems (`marіa`
+    with a Cyrillic і), whether or not its letters are look-alikes: such values can look like
+    someone they are not, and no real name needs them. Case, width, and leading or trailing spaces are
     not ambiguous: `normalise` folds them.
     """
     hidden = sorted({f"U+{ord(c):04X}" for c in value if _invisible(c)})
     if hidden:
-        return f"must not contain invisible or control characters ({', '.join(hidden[:3])})"
+        return f"must not contain invisible, control or unassigned characters ({', '.join(hidden[:3])})"
     text = unicodedata.normalize("NFKC", value)
     if is_mixed_script(text, per_word=True):
         return "must not mix letters of different scripts in one word (such as a Cyrillic і in a Latin name)"
