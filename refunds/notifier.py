@@ -140,7 +140,7 @@ def build_message(
         blocks.append(_context(_mrkdwn("Nobody decided in time, so it expired; nothing was refunded. "
                                        "Ask for it again if it is still due.")))
     elif kind == "failed":
-        blocks.append(_context(_mrkdwn(f"Stripe said `{slack_text.code(facts.get('error_code'), 200)}`:"),
+        blocks.append(_context(_mrkdwn(f"Stripe said `{slack_text.literal(facts.get('error_code'), 200)}`:"),
                                _plain(facts.get("error_message"))))
     return {"text": slack_text.fit(summary, slack_text.FALLBACK_TEXT), "blocks": blocks[: slack_text.MAX_BLOCKS]}
 
@@ -173,7 +173,7 @@ def _decision_blocks(pending_id: int, money: Money, charge_id: str) -> list[dict
     """The optional rejection reason (it arrives in the click's `state.values`) and the two buttons."""
     value = str(pending_id)
     before, after = f"{money} goes back to the customer on `", "` now. This cannot be undone."
-    confirm = before + slack_text.code(charge_id, slack_text.CONFIRM_TEXT - len(before) - len(after)) + after
+    confirm = before + slack_text.literal(charge_id, slack_text.CONFIRM_TEXT - len(before) - len(after)) + after
     return [
         {
             "type": "input",

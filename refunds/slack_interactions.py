@@ -237,7 +237,7 @@ def decide(service: RefundService, actor: Actor, click: Click, reply: SlackReply
         return
     except RefundError as exc:
         # The refund still waits for someone who may decide it: keep the buttons for them.
-        reply.private(f"Not done: {_literal(exc.message)} (`{slack_text.code(exc.code, 100)}`)")
+        reply.private(f"Not done: {_literal(exc.message)} (`{slack_text.literal(exc.code, 100)}`)")
         return
     except Exception:
         reply.private("Something went wrong on our side. Check the refund's history before trying again.")
@@ -263,7 +263,7 @@ def outcome_text(outcome: Outcome, name: str, reason: str | None, at: str) -> st
                 "and the result will be announced in Slack")
     if outcome.status == "failed" and outcome.error is not None:
         return (f"Approved by {who} at {at}, but Stripe refused the refund: {_literal(outcome.error.message)} "
-                f"(`{slack_text.code(outcome.error.code, 100)}`)")
+                f"(`{slack_text.literal(outcome.error.code, 100)}`)")
     return f"{outcome.status.replace('_', ' ').capitalize()} ({who}, {at})"
 
 

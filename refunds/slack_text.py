@@ -3,13 +3,13 @@
 Slack's mrkdwn has no escape for its formatting characters: `&`, `<` and `>` are escaped as
 entities (that stops mentions and links), but `*`, `_`, `~`, a backtick, a `>` at the start of a
 line and a new line still format. So a value typed by someone (a product, a note, a name) goes
-into Slack in one of three ways, each unable to format:
+into Slack in one of two ways, each unable to format:
 
 * `plain`: for a `plain_text` text object, which never formats; lines flattened, `&<>` escaped;
 * `literal`: for mrkdwn; lines flattened, `&<>` escaped and the formatting characters replaced by
   look-alikes that Slack does not read as markup (the replacements jsx-slack uses; an `_` inside a
-  word, as in `ch_1`, cannot format and is kept);
-* `code`: for inside our own code span; lines flattened, `&<>` escaped, backticks replaced.
+  word, as in `ch_1`, cannot format and is kept). Inside our own code spans too: a backtick
+  in the value cannot close the span.
 
 Each cuts its result to a limit *after* escaping (an escaped `<` is four characters) and ends a
 cut value with "…"; a cut never splits an entity.
@@ -30,7 +30,6 @@ __all__ = [
     "MAX_FIELDS",
     "SECTION_TEXT",
     "TEXT_OBJECT",
-    "code",
     "escape",
     "fit",
     "literal",
@@ -85,12 +84,6 @@ def literal(value: object, limit: int = TEXT_OBJECT) -> str:
         at = len(text) - len(stripped)
         units[at] = _SOFT_HYPHEN + units[at]
     return _fit_units(units, limit) or EMPTY
-
-
-def code(value: object, limit: int = TEXT_OBJECT) -> str:
-    """`value` for inside a code span of ours: one line, escaped, no backtick to close the span."""
-    return _fit_units([_ESCAPES.get(ch, _LOOK_ALIKES["`"] if ch == "`" else ch) for ch in _one_line(value)],
-                      limit) or EMPTY
 
 
 def fit(text: str, limit: int) -> str:
