@@ -54,8 +54,6 @@ MENTION_BLOCK = "escalation"
 # What a decided message no longer needs: it keeps its facts and gains the outcome.
 INTERACTIVE_BLOCK_IDS = (REASON_BLOCK, DECISION_BLOCK, LINKS_BLOCK_PREFIX, HOW_TO_BLOCK, MENTION_BLOCK)
 
-SECTION_TEXT_LIMIT = 3000  # Slack refuses a section whose text is longer
-
 ApprovalLink = tuple[str, str]
 """(approver name, signed URL for that approver)."""
 
@@ -100,7 +98,7 @@ def build_message(
     `waited_seconds` when present, else "more than `escalate_after`").
 
     Every value in `facts` (and every approver name) is shown so that it cannot format: in a
-    plain_text object, or in mrkdwn through `slack_text.literal`/`code`; our labels stay bold.
+    plain_text object, or in mrkdwn through `slack_text.literal`; our labels stay bold.
     The message always fits Slack's limits (text lengths, fields, 50 blocks): long values end in "…".
     """
     title = TITLES.get(kind, f"Refund update: {kind}")
@@ -216,7 +214,7 @@ def _link_sections(links: Sequence[ApprovalLink], room: int) -> list[dict[str, A
     lines = [f"<{url}|Approve or reject as {slack_text.literal(name, 200)}>" for name, url in links]
     chunks: list[list[str]] = [["*One-click links* (each works once, for the person named):"]]
     for line in lines:
-        if len("\n".join([*chunks[-1], line])) > SECTION_TEXT_LIMIT:
+        if len("\n".join([*chunks[-1], line])) > slack_text.SECTION_TEXT:
             chunks.append([line])
         else:
             chunks[-1].append(line)
@@ -227,7 +225,7 @@ def _link_sections(links: Sequence[ApprovalLink], room: int) -> list[dict[str, A
         def more() -> str:
             return f"…and {len(lines) - shown} more approvers: use the buttons or the curl command."
 
-        while len("\n".join([*chunks[-1], more()])) > SECTION_TEXT_LIMIT:
+        while len("\n".join([*chunks[-1], more()])) > slack_text.SECTION_TEXT:
             chunks[-1].pop()
             shown -= 1
         chunks[-1].append(more())
@@ -251,14 +249,6 @@ def duration(span: timedelta) -> str:
     parts = [f"{days} day{'s' if days != 1 else ''}" if days else "", f"{hours} h" if hours else "",
              f"{minutes} min" if minutes and not days else ""]
     return " ".join(p for p in parts if p) or "less than a minute"
-
-
-def escape_mrkdwn(text: str) -> str:
-    """Text from the support tool or people, shown as typed: no mentions, no links (Slack's escaping).
-
-    Escaping alone still lets `*`, `_`, `~`, backticks and new lines format: prefer `slack_text`.
-    """
-    return slack_text.escape(text)
 
 
 def _section(text: str, *, block_id: str | None = None) -> dict[str, Any]:
