@@ -29,9 +29,10 @@ request with that key is still executing is answered 409
 Stripe does (a later retry gets the first request's result). As at Stripe,
 nothing is remembered for requests refused before the endpoint ran
 (authentication, parameter validation, unknown route, injected faults, a key in
-use). State changes are serialised by one lock; the idempotency table has its
-own, so a repeat is never queued behind the request that holds its key. The
-``"slow"`` fault makes a request execute for a while, holding its key.
+use). State changes are serialised by one lock and a request executes at once
+under it, so a repeat arriving meanwhile waits and gets the replay; the
+``"slow"`` fault makes a request execute for a while, holding its key but not
+the lock, which is when Stripe answers a repeat ``idempotency_key_in_use``.
 
 Run ``python -m standins.stripe_api --demo`` for a foreground server with demo data.
 """
@@ -303,8 +304,7 @@ class StripeStandIn(StandInServerBase):
         self._refunds: dict[str, dict[str, Any]] = {}  # in creation order
         self._requests: list[dict[str, Any]] = []
         self._faults: list[_Fault] = []
-        # Idempotency keys: results saved, and keys whose first request is still executing.
-        self._keys_lock = threading.Lock()
+        # Idempotency keys: results saved, and keys whose first request is still executing ("slow").
         self._idempotent: dict[str, _SavedResult] = {}
         self._executing: set[str] = set()
         self._refund_creations = 0
@@ -444,9 +444,8 @@ class StripeStandIn(StandInServerBase):
             self._refunds.clear()
             self._requests.clear()
             self._faults.clear()
-            with self._keys_lock:
-                self._idempotent.clear()
-                self._executing.clear()
+            self._idempotent.clear()
+            self._executing.clear()
             self._refund_creations = 0
 
     def set_refund_status(self, refund_id: str, status: str, failure_reason: str | None = None) -> dict[str, Any]:
@@ -691,33 +690,42 @@ class StripeStandIn(StandInServerBase):
             )
         endpoint, args = route
         fingerprint = json.dumps([method, path, params], sort_keys=True)
-        if idempotency_key:
-            with self._keys_lock:
+        with self._lock:
+            if idempotency_key:
                 early = self._idempotent_answer(idempotency_key, fingerprint)
                 if early is not None:
                     return early
+            if not executing:
+                # Executes at once, under the lock: a repeat of the key waits for it, then gets its replay.
+                return self._execute(endpoint, args, params, idempotency_key, fingerprint)
+            if idempotency_key:
                 self._executing.add(idempotency_key)
-        reply: _Reply | None = None
         try:
-            self._sleep(executing)
-            with self._lock:
-                try:
-                    reply = _Reply(200, _encode(endpoint(params, *args)))
-                except _ApiError as err:
-                    reply = self._error_reply(err)
-            if idempotency_key:
-                reply.headers["Idempotency-Key"] = idempotency_key
-            return reply
+            self._sleep(executing)  # "slow": executing for a while, holding the key, not the lock
         finally:
-            if idempotency_key:
-                # Saved and released in one step: a repeat finds the key either in use or saved.
-                with self._keys_lock:
+            with self._lock:
+                if idempotency_key:
                     self._executing.discard(idempotency_key)
-                    if reply is not None and reply.saved:
-                        self._idempotent[idempotency_key] = _SavedResult(fingerprint, reply)
+                reply = self._execute(endpoint, args, params, idempotency_key, fingerprint)
+        return reply
+
+    def _execute(
+        self, endpoint: Any, args: tuple[str, ...], params: dict[str, Any], idempotency_key: str | None,
+        fingerprint: str,
+    ) -> _Reply:
+        """Run the endpoint and remember its answer under the key (unless refused before it ran). Needs _lock."""
+        try:
+            reply = _Reply(200, _encode(endpoint(params, *args)))
+        except _ApiError as err:
+            reply = self._error_reply(err)
+        if idempotency_key:
+            reply.headers["Idempotency-Key"] = idempotency_key
+            if reply.saved:
+                self._idempotent[idempotency_key] = _SavedResult(fingerprint, reply)
+        return reply
 
     def _idempotent_answer(self, key: str, fingerprint: str) -> _Reply | None:
-        """What a request with a known `key` gets instead of executing; None for a new key. Needs _keys_lock."""
+        """What a request with a known `key` gets instead of executing; None for a new key. Needs _lock."""
         if key in self._executing:
             return self._error_reply(
                 _ApiError(
