@@ -80,3 +80,19 @@ def test_mentions_and_links_from_people_arrive_escaped_and_are_shown_as_typed(sl
     assert note["type"] == "plain_text"
     assert note["text"] == "&lt;!channel&gt; &lt;https://evil|click&gt; &amp; more"
     assert unescape(note["text"]) == "<!channel> <https://evil|click> & more"
+
+
+@pytest.mark.parametrize("kind", [*TITLES, "something_new"])
+def test_every_message_fits_slacks_limits_however_long_its_values_and_however_many_approvers(
+    slack: SlackStandIn, kind: str
+) -> None:
+    notifier = SlackNotifier(slack.webhook_url, base_url="https://refunds.example",
+                             approval_links=lambda pending_id, amount, currency: [
+                                 (f"approver-{i}-{'x' * 90}", f"{LINK}/{'t' * 200}{i}") for i in range(500)])
+    notifier.send(kind, facts_with("<&>*_\n" * 3000))
+
+    assert slack.refusals == []
+    [message] = slack.messages
+    assert len(message["blocks"]) <= 50
+    shown = "".join(obj["text"] for obj in text_objects(message))
+    assert "…" in shown  # what did not fit says so
