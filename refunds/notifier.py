@@ -1,6 +1,7 @@
 """Slack notifications: Block Kit messages built from outbox facts, and their delivery.
 
-Building is pure; delivery raises `DeliveryFailed` so the worker can retry later.
+Building is pure; delivery raises `DeliveryFailed` so the worker can retry later, or
+`MessageRefused` when Slack refuses the message itself (sending it again cannot help).
 When no webhook URL is configured, messages are only logged (their text line, never a link).
 
 Messages that wait for a decision (needs approval, needs a second approval, escalated) carry a
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 from slack_sdk.webhook import WebhookClient
 
+from . import slack_text
 from .money import Money
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,6 @@ MENTION_BLOCK = "escalation"
 # What a decided message no longer needs: it keeps its facts and gains the outcome.
 INTERACTIVE_BLOCK_IDS = (REASON_BLOCK, DECISION_BLOCK, LINKS_BLOCK_PREFIX, HOW_TO_BLOCK, MENTION_BLOCK)
 
-SECTION_TEXT_LIMIT = 3000  # Slack refuses a section whose text is longer
-
 ApprovalLink = tuple[str, str]
 """(approver name, signed URL for that approver)."""
 
@@ -62,7 +62,18 @@ ApprovalLinkSource = Callable[[int, int, str], Sequence[ApprovalLink]]
 
 
 class DeliveryFailed(Exception):
-    """The message was not delivered; the same message may be sent again later."""
+    """The message was not delivered; the same message may be sent again later.
+
+    `retry_after` is how long Slack asked us to wait (its `Retry-After` on a 429), if it said.
+    """
+
+    def __init__(self, reason: str, *, retry_after: timedelta | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class MessageRefused(Exception):
+    """Slack refused this message as invalid (a 4xx other than 408 and 429): it never will take it."""
 
 
 class Notifier(Protocol):
@@ -85,59 +96,82 @@ def build_message(
     `needs_second_approval`); the `text` line never contains a link. An `escalated` message
     starts with `escalation_mention` and says how long the refund has waited (the facts'
     `waited_seconds` when present, else "more than `escalate_after`").
+
+    Every value in `facts` (and every approver name) is shown so that it cannot format: in a
+    plain_text object, or in mrkdwn through `slack_text.literal`; our labels stay bold.
+    The message always fits Slack's limits (text lengths, fields, 50 blocks): long values end in "…".
     """
     title = TITLES.get(kind, f"Refund update: {kind}")
     money = Money(int(facts["amount"]), str(facts["currency"]))
-    summary = f"{title}: {money} on {facts['charge_id']} (request #{facts['request_id']})"
+    summary = (f"{title}: {money} on {slack_text.literal(facts['charge_id'], 300)} "
+               f"(request #{slack_text.literal(facts['request_id'], 30)})")
     blocks: list[dict[str, Any]] = []
     if kind == "escalated":
         waited = _waited(facts, escalate_after)
         summary = f"{escalation_mention} {summary}, waiting {waited}"
-        blocks.append(_section(f"{escalation_mention} This refund has waited {waited} for a decision.",
-                               block_id=MENTION_BLOCK))
+        blocks.append(_section(slack_text.fit(f"{escalation_mention} This refund has waited {waited} for a decision.",
+                                              slack_text.SECTION_TEXT), block_id=MENTION_BLOCK))
     blocks += [
-        {"type": "header", "text": {"type": "plain_text", "text": title.split(" ", 1)[1], "emoji": True}},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in _fields(facts, money)]},
+        {"type": "header", "text": {"type": "plain_text", "text": slack_text.fit(title.split(" ", 1)[1],
+                                                                               slack_text.HEADER_TEXT), "emoji": True}},
+        *_field_sections(_fields(facts, money)),
     ]
     if kind in DECISION_KINDS:
         if facts.get("policy_explanation"):
-            blocks.append(_context(escape_mrkdwn(str(facts["policy_explanation"]))))
+            blocks.append(_context(_plain(facts["policy_explanation"])))
         if kind == "needs_second_approval":
-            blocks.append(_context(f"Approved by {escape_mrkdwn(str(facts.get('actor') or 'someone'))}; "
-                                   "a second, different approver is needed."))
+            actor = slack_text.plain(facts.get("actor") or "someone", 200)
+            blocks.append(_context(_plain(f"Approved by {actor}; a second, different approver is needed.",
+                                          escaped=True)))
+        links_at = len(blocks)
         if facts.get("pending_id") is not None:
             blocks += _decision_blocks(int(facts["pending_id"]), money, str(facts["charge_id"]))
-            already = str(facts.get("actor") or "") if kind == "needs_second_approval" else ""
-            blocks += _link_sections([(name, url) for name, url in approval_links if name != already])
+            links_at = len(blocks)
         blocks.append(_section(_how_to_approve(facts, base_url), block_id=HOW_TO_BLOCK))
+        if facts.get("pending_id") is not None:
+            already = str(facts.get("actor") or "") if kind == "needs_second_approval" else ""
+            room = slack_text.MAX_BLOCKS - len(blocks)
+            blocks[links_at:links_at] = _link_sections([(n, u) for n, u in approval_links if n != already], room)
     elif kind == "rejected" and facts.get("note"):
-        blocks.append(_context(f"Reason for rejection: {escape_mrkdwn(str(facts['note']))}"))
+        blocks.append(_context(_mrkdwn("*Reason for rejection:*"), _plain(facts["note"])))
     elif kind == "expired":
-        blocks.append(_context("Nobody decided in time, so it expired; nothing was refunded. "
-                               "Ask for it again if it is still due."))
+        blocks.append(_context(_mrkdwn("Nobody decided in time, so it expired; nothing was refunded. "
+                                       "Ask for it again if it is still due.")))
     elif kind == "failed":
-        message = escape_mrkdwn(str(facts.get("error_message")))
-        blocks.append(_context(f"Stripe said `{facts.get('error_code')}`: {message}"))
-    return {"text": summary, "blocks": blocks}
+        blocks.append(_context(_mrkdwn(f"Stripe said `{slack_text.literal(facts.get('error_code'), 200)}`:"),
+                               _plain(facts.get("error_message"))))
+    return {"text": slack_text.fit(summary, slack_text.FALLBACK_TEXT), "blocks": blocks[: slack_text.MAX_BLOCKS]}
 
 
 def _fields(facts: dict[str, Any], money: Money) -> list[tuple[str, str]]:
+    """(label, value) pairs; values are raw, `_field_sections` makes them safe."""
     fields = [
         ("Amount", str(money)),
-        ("Charge", f"`{facts['charge_id']}`"),
-        ("Reason", escape_mrkdwn(str(facts.get("reason") or ""))),
+        ("Charge", str(facts["charge_id"])),
+        ("Reason", str(facts.get("reason") or "")),
         ("Request", f"#{facts['request_id']}"),
     ]
     for label, key in (("Customer", "customer_email"), ("Product", "product"), ("Ticket", "ticket_id"),
-                       ("Refund", "refund_id"), ("By", "actor")):
+                       ("Requested by", "requested_by"), ("Refund", "refund_id"), ("By", "actor")):
         if facts.get(key):
-            fields.append((label, escape_mrkdwn(str(facts[key]))))
+            fields.append((label, str(facts[key])))
     return fields
+
+
+def _field_sections(fields: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Sections of two-column fields: our label in bold mrkdwn, the value beside it as plain_text."""
+    texts: list[dict[str, Any]] = []
+    for label, value in fields:
+        texts += [_mrkdwn(f"*{label}*"), _plain(value, limit=slack_text.FIELD_TEXT)]
+    size = slack_text.MAX_FIELDS
+    return [{"type": "section", "fields": texts[i:i + size]} for i in range(0, len(texts), size)]
 
 
 def _decision_blocks(pending_id: int, money: Money, charge_id: str) -> list[dict[str, Any]]:
     """The optional rejection reason (it arrives in the click's `state.values`) and the two buttons."""
     value = str(pending_id)
+    before, after = f"{money} goes back to the customer on `", "` now. This cannot be undone."
+    confirm = before + slack_text.literal(charge_id, slack_text.CONFIRM_TEXT - len(before) - len(after)) + after
     return [
         {
             "type": "input",
@@ -156,8 +190,7 @@ def _decision_blocks(pending_id: int, money: Money, charge_id: str) -> list[dict
                     "text": {"type": "plain_text", "text": "Approve"},
                     "confirm": {
                         "title": {"type": "plain_text", "text": "Approve this refund?"},
-                        "text": {"type": "mrkdwn", "text": f"{money} goes back to the customer on `{charge_id}` "
-                                                           "now. This cannot be undone."},
+                        "text": {"type": "mrkdwn", "text": confirm, "verbatim": True},
                         "confirm": {"type": "plain_text", "text": "Approve and refund"},
                         "deny": {"type": "plain_text", "text": "Cancel"},
                     },
@@ -171,18 +204,32 @@ def _decision_blocks(pending_id: int, money: Money, charge_id: str) -> list[dict
     ]
 
 
-def _link_sections(links: Sequence[ApprovalLink]) -> list[dict[str, Any]]:
-    """One line per approver, split over as many sections as Slack's length limit needs."""
-    if not links:
+def _link_sections(links: Sequence[ApprovalLink], room: int) -> list[dict[str, Any]]:
+    """One line per approver, over as many sections as Slack's length limit needs, at most `room` of them.
+
+    Links that do not fit in `room` sections are left out, and the last section says how many.
+    """
+    if not links or room < 1:
         return []
-    lines = [f"<{url}|Approve or reject as {escape_mrkdwn(name)}>" for name, url in links]
-    chunks: list[str] = ["*One-click links* (each works once, for the person named):"]
+    lines = [f"<{url}|Approve or reject as {slack_text.literal(name, 200)}>" for name, url in links]
+    chunks: list[list[str]] = [["*One-click links* (each works once, for the person named):"]]
     for line in lines:
-        if len(chunks[-1]) + 1 + len(line) > SECTION_TEXT_LIMIT:
-            chunks.append(line)
+        if len("\n".join([*chunks[-1], line])) > slack_text.SECTION_TEXT:
+            chunks.append([line])
         else:
-            chunks[-1] += "\n" + line
-    return [_section(text, block_id=f"{LINKS_BLOCK_PREFIX}_{i}") for i, text in enumerate(chunks)]
+            chunks[-1].append(line)
+    if len(chunks) > room:
+        chunks = chunks[:room]
+        shown = sum(len(chunk) for chunk in chunks) - 1  # the first line is the heading
+
+        def more() -> str:
+            return f"…and {len(lines) - shown} more approvers: use the buttons or the curl command."
+
+        while len("\n".join([*chunks[-1], more()])) > slack_text.SECTION_TEXT:
+            chunks[-1].pop()
+            shown -= 1
+        chunks[-1].append(more())
+    return [_section("\n".join(chunk), block_id=f"{LINKS_BLOCK_PREFIX}_{i}") for i, chunk in enumerate(chunks)]
 
 
 def _waited(facts: dict[str, Any], escalate_after: timedelta | None) -> str:
@@ -204,20 +251,26 @@ def duration(span: timedelta) -> str:
     return " ".join(p for p in parts if p) or "less than a minute"
 
 
-def escape_mrkdwn(text: str) -> str:
-    """Text from the support tool or people, shown as typed: no mentions, no links (Slack's escaping)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def _section(text: str, *, block_id: str | None = None) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    block: dict[str, Any] = {"type": "section", "text": _mrkdwn(text)}
     if block_id is not None:
         block["block_id"] = block_id
     return block
 
 
-def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text or " "}]}
+def _mrkdwn(text: str) -> dict[str, Any]:
+    """Our own mrkdwn (values in it already made safe); verbatim: Slack links and mentions nothing by itself."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
+def _plain(value: object, *, limit: int = slack_text.TEXT_OBJECT, escaped: bool = False) -> dict[str, Any]:
+    """A plain_text object: it never formats. `escaped` when `value` is built from `slack_text.plain` parts."""
+    text = slack_text.fit(str(value), limit) if escaped else slack_text.plain(value, limit)
+    return {"type": "plain_text", "text": text, "emoji": False}
+
+
+def _context(*elements: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "context", "elements": list(elements[: slack_text.MAX_CONTEXT_ELEMENTS])}
 
 
 def _how_to_approve(facts: dict[str, Any], base_url: str | None) -> str:
@@ -267,13 +320,31 @@ class SlackNotifier(_MessageMaker):
         self._client = WebhookClient(webhook_url, timeout=timeout_seconds, logger=quiet_client_log)
 
     def send(self, kind: str, facts: dict[str, Any]) -> None:
+        """Post the message; raises `DeliveryFailed` (try again later) or `MessageRefused` (never)."""
         body = self.message(kind, facts)
         try:
             response = self._client.send(text=body["text"], blocks=body["blocks"])
         except Exception as exc:  # noqa: BLE001 - urllib raises many types; all mean "not delivered"
             raise DeliveryFailed(f"Slack unreachable: {type(exc).__name__}") from None
-        if response.status_code != 200:
-            raise DeliveryFailed(f"Slack answered {response.status_code}: {str(response.body)[:200]}")
+        status = response.status_code
+        if status == 200:
+            return
+        said = f"Slack answered {status}: {str(response.body)[:200]}"
+        if 400 <= status < 500 and status not in (408, 429):
+            raise MessageRefused(said)
+        raise DeliveryFailed(said, retry_after=_retry_after(response.headers) if status == 429 else None)
+
+
+def _retry_after(headers: dict[str, Any]) -> timedelta | None:
+    """Slack's `Retry-After` (whole seconds) when it sent a usable one."""
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    try:
+        seconds = int(str(value).strip())
+    except ValueError:
+        return None
+    return timedelta(seconds=seconds) if 0 <= seconds <= 24 * 3600 else None
 
 
 class LogNotifier(_MessageMaker):

@@ -25,7 +25,7 @@ from flask import Blueprint, Response, current_app, request
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
-from . import approvers
+from . import approvers, slack_text
 from .config import Settings
 from .errors import NotPending, RefundError, RequestNotFound
 from .http_errors import error_response
@@ -36,7 +36,6 @@ from .notifier import (
     REJECT_ACTION,
     quiet_client_log,
 )
-from .notifier import escape_mrkdwn as _escape
 from .schemas import MAX_ID
 from .service import Actor, Outcome, RefundService
 
@@ -233,12 +232,12 @@ def decide(service: RefundService, actor: Actor, click: Click, reply: SlackReply
             outcome = service.reject(click.pending_id, actor, note=click.reason)
     except (NotPending, RequestNotFound) as exc:
         # Decided elsewhere (the API, a link, another click): the buttons are of no use any more.
-        reply.replace(click.message_blocks, f"{_escape(exc.message)} ({_escape(actor.name)} clicked at "
+        reply.replace(click.message_blocks, f"{_literal(exc.message)} ({_literal(actor.name, 200)} clicked at "
                                             f"{_iso(service.clock())})")
         return
     except RefundError as exc:
         # The refund still waits for someone who may decide it: keep the buttons for them.
-        reply.private(f"Not done: {_escape(exc.message)} (`{exc.code}`)")
+        reply.private(f"Not done: {_literal(exc.message)} (`{slack_text.literal(exc.code, 100)}`)")
         return
     except Exception:
         reply.private("Something went wrong on our side. Check the refund's history before trying again.")
@@ -247,21 +246,30 @@ def decide(service: RefundService, actor: Actor, click: Click, reply: SlackReply
 
 
 def outcome_text(outcome: Outcome, name: str, reason: str | None, at: str) -> str:
-    """One line for people: what happened, who did it, when (UTC)."""
-    who = _escape(name)
+    """One mrkdwn line for people: what happened, who did it, when (UTC).
+
+    The name, the reason and Stripe's message cannot format (`slack_text.literal`), and the line
+    fits a section (3,000 characters): a long reason ends in "…".
+    """
+    who = _literal(name, 200)
     if outcome.status == "approved":
-        return f"Approved by {who} at {at}: refund {outcome.refund_id} executed"
+        return f"Approved by {who} at {at}: refund {_literal(outcome.refund_id, 300)} executed"
     if outcome.status == "awaiting_second_approval":
         return f"{who}'s approval recorded at {at}; a second approver is needed"
     if outcome.status == "rejected":
-        return f"Rejected by {who} at {at}: {_escape(reason)}" if reason else f"Rejected by {who} at {at}"
+        return f"Rejected by {who} at {at}: {_literal(reason)}" if reason else f"Rejected by {who} at {at}"
     if outcome.status == "processing":
         return (f"Approved by {who} at {at}: Stripe has not confirmed the refund yet; it is retried "
                 "and the result will be announced in Slack")
     if outcome.status == "failed" and outcome.error is not None:
-        return (f"Approved by {who} at {at}, but Stripe refused the refund: {_escape(outcome.error.message)} "
-                f"(`{outcome.error.code}`)")
+        return (f"Approved by {who} at {at}, but Stripe refused the refund: {_literal(outcome.error.message)} "
+                f"(`{slack_text.literal(outcome.error.code, 100)}`)")
     return f"{outcome.status.replace('_', ' ').capitalize()} ({who}, {at})"
+
+
+def _literal(value: object, limit: int = 2000) -> str:
+    """A value inside our mrkdwn line; 2,000 leaves room for the rest of the line within 3,000."""
+    return slack_text.literal(value, limit)
 
 
 class SlackReply:
@@ -275,12 +283,15 @@ class SlackReply:
         """Replace the clicked message: its facts stay, its buttons and links go, the outcome is added."""
         kept = [b for b in original_blocks if not str(b.get("block_id", "")).startswith(INTERACTIVE_BLOCK_IDS)
                 and b.get("type") not in ("actions", "input")]
-        outcome = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
-        self._post({"replace_original": True, "text": text, "blocks": [*kept, outcome]})
+        text = slack_text.fit(text, slack_text.SECTION_TEXT)
+        outcome = {"type": "section", "text": {"type": "mrkdwn", "text": text, "verbatim": True}}
+        self._post({"replace_original": True, "text": text,
+                    "blocks": [*kept[: slack_text.MAX_BLOCKS - 1], outcome]})
 
     def private(self, text: str) -> None:
         """A message only the clicker sees; the original stays as it is."""
-        self._post({"response_type": "ephemeral", "replace_original": False, "text": text})
+        self._post({"response_type": "ephemeral", "replace_original": False,
+                    "text": slack_text.fit(text, slack_text.FALLBACK_TEXT)})
 
     def _post(self, body: dict[str, Any]) -> None:
         if self._url is None:

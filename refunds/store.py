@@ -263,7 +263,8 @@ def claim_due_messages(conn: Connection, now: datetime, lease: timedelta, limit:
     """Claim undelivered messages that are due, each the oldest undelivered of its request.
 
     Holding back later messages of a request keeps Slack's story in order ("approved" never
-    arrives before "needs approval").
+    arrives before "needs approval"). A dead message (Slack refused it) is never claimed and holds
+    nothing back: the story goes on without it, and ops see it in the outbox.
     """
     earlier = outbox.alias("earlier")
     older_pending = (
@@ -272,6 +273,7 @@ def claim_due_messages(conn: Connection, now: datetime, lease: timedelta, limit:
         .where(
             earlier.c.request_id == outbox.c.request_id,
             earlier.c.delivered_at.is_(None),
+            earlier.c.dead_at.is_(None),
             earlier.c.id < outbox.c.id,
         )
         .scalar_subquery()
@@ -280,6 +282,7 @@ def claim_due_messages(conn: Connection, now: datetime, lease: timedelta, limit:
         select(outbox)
         .where(
             outbox.c.delivered_at.is_(None),
+            outbox.c.dead_at.is_(None),
             outbox.c.next_attempt_at <= now,
             (outbox.c.claimed_until.is_(None)) | (outbox.c.claimed_until <= now),
             (outbox.c.request_id.is_(None)) | (older_pending == 0),
@@ -306,6 +309,15 @@ def mark_failed(conn: Connection, message_id: int, *, retry_at: datetime, error:
         update(outbox)
         .where(outbox.c.id == message_id)
         .values(next_attempt_at=retry_at, claimed_until=None, last_error=error[:1000])
+    )
+
+
+def mark_dead(conn: Connection, message_id: int, *, at: datetime, error: str) -> None:
+    """Park a message Slack refused: never claimed again, kept with its reason for ops."""
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.id == message_id)
+        .values(dead_at=at, claimed_until=None, last_error=error[:1000])
     )
 
 

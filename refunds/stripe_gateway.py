@@ -196,7 +196,9 @@ def translate(exc: stripe.StripeError) -> RefundError:
     if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
         return StripeMisconfigured("Stripe rejected the service's API key; an operator must fix STRIPE_SECRET_KEY.")
     if isinstance(exc, stripe.IdempotencyError) and code != "idempotency_key_in_use":
-        return StripeMisconfigured("Stripe saw this idempotency key used with different parameters.")
+        # Final: the same key and parameters get the same answer forever, and nothing was refunded by it.
+        return StripeRefused("Stripe saw this refund's idempotency key used before with different parameters; "
+                             "nothing was refunded by this call.", code="idempotency_error")
     if code == "resource_missing":
         return ChargeNotFound(message)
     if isinstance(exc, stripe.InvalidRequestError) or isinstance(exc, stripe.CardError):

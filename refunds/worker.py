@@ -16,21 +16,25 @@ from datetime import timedelta
 from . import store
 from .db import Database
 from .lifecycle import RefundLifecycle
-from .notifier import DeliveryFailed, Notifier
+from .notifier import DeliveryFailed, MessageRefused, Notifier
 from .service import Clock, RefundService, backoff, utcnow
 
 log = logging.getLogger(__name__)
 
 MESSAGE_LEASE = timedelta(seconds=60)
 MESSAGE_BACKOFF_CAP = timedelta(minutes=5)
+RETRY_AFTER_CAP = timedelta(hours=1)
 
 
 def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limit: int = 50,
                 retry_backoff: timedelta = timedelta(seconds=5)) -> int:
     """Send every due message once; returns how many were delivered.
 
-    A message that fails is rescheduled with backoff (capped at 5 minutes, retried for as long
-    as it takes); later messages of the same request wait for it.
+    A message that fails (Slack down, slow, 5xx, 429) is rescheduled with backoff (capped at 5
+    minutes, or later when Slack's Retry-After says so; retried for as long as it takes), and later
+    messages of the same request wait for it. A message Slack refuses as invalid is parked dead
+    (`outbox.dead_at`, with Slack's answer in `last_error`) after that one attempt, logged at ERROR,
+    never sent again, and later messages of its request go on without it.
     """
     delivered = 0
     with db.transaction() as conn:
@@ -38,10 +42,18 @@ def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limi
     for message in due:
         try:
             notifier.send(message.kind, json.loads(message.payload))
-        except DeliveryFailed as exc:
+        except MessageRefused as exc:
             with db.transaction() as conn:
-                retry_at = clock() + backoff(retry_backoff, message.attempts + 1, cap=MESSAGE_BACKOFF_CAP)
-                store.mark_failed(conn, message.id, retry_at=retry_at, error=str(exc))
+                store.mark_dead(conn, message.id, at=clock(), error=str(exc))
+            log.error("slack message %s (%s, request %s) refused by Slack and parked dead; it will not be "
+                      "sent again: %s", message.id, message.kind, message.request_id, exc)
+            continue
+        except DeliveryFailed as exc:
+            wait = backoff(retry_backoff, message.attempts + 1, cap=MESSAGE_BACKOFF_CAP)
+            if exc.retry_after is not None:
+                wait = max(wait, min(exc.retry_after, RETRY_AFTER_CAP))
+            with db.transaction() as conn:
+                store.mark_failed(conn, message.id, retry_at=clock() + wait, error=str(exc))
             log.warning("slack message %s (%s) not delivered: %s", message.id, message.kind, exc)
             continue
         with db.transaction() as conn:

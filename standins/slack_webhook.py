@@ -6,8 +6,11 @@ Contract (mirrors Slack's incoming webhooks):
   containing ``text``, ``blocks`` or ``attachments`` is recorded in ``messages``
   and answered ``200`` with the text body ``ok``.
 * A body that is not a JSON object is answered ``400 invalid_payload``; one with
-  none of those fields ``400 no_text``; other paths ``404 no_service``; other
-  methods on the webhook path ``405``. None of these are recorded.
+  none of those fields ``400 no_text``; one whose ``blocks`` break Slack's Block Kit
+  limits (text lengths, 50 blocks, fields, ...; see ``standins.slack_limits``)
+  ``400 invalid_blocks`` (``invalid_blocks_format`` when ``blocks`` is not a list);
+  other paths ``404 no_service``; other methods on the webhook path ``405``. None
+  of these are recorded; refusals over the limits are listed in ``refusals``.
 * Every POST to the webhook path, whatever its outcome, counts in ``attempts``.
 
 Fault modes, checked in this order for each POST to the webhook path:
@@ -33,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from standins._http import StandInRequestHandler, StandInServerBase, run_in_foreground
+from standins.slack_limits import check_message
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +74,11 @@ class SlackStandIn(StandInServerBase):
         self._path = path
         self._condition = threading.Condition()
         self._messages: list[dict[str, Any]] = []
+        self._refusals: list[tuple[str, str]] = []
         self._attempts = 0
         self._fail_remaining = 0
         self._fail_status = 500
+        self._retry_after = 1
         self._down_status: int | None = None
         self._answer_delay = 0.0
 
@@ -90,6 +96,12 @@ class SlackStandIn(StandInServerBase):
         """Parsed JSON bodies of the accepted posts, in arrival order (a copy)."""
         with self._condition:
             return copy.deepcopy(self._messages)
+
+    @property
+    def refusals(self) -> list[tuple[str, str]]:
+        """(Slack's error, why) for each post refused for breaking Slack's limits, in arrival order."""
+        with self._condition:
+            return list(self._refusals)
 
     @property
     def attempts(self) -> int:
@@ -115,17 +127,24 @@ class SlackStandIn(StandInServerBase):
         """Forget recorded messages and the attempt count (fault modes are kept)."""
         with self._condition:
             self._messages.clear()
+            self._refusals.clear()
             self._attempts = 0
 
     # -- fault modes ----------------------------------------------------------------
-    def fail_next(self, n: int, status: int = 500) -> None:
-        """Answer the next ``n`` posts with ``status`` without recording them."""
+    def fail_next(self, n: int, status: int = 500, *, retry_after: int = 1) -> None:
+        """Answer the next ``n`` posts with ``status`` without recording them.
+
+        A 429 carries ``Retry-After: <retry_after>`` (seconds), as Slack's rate limit does.
+        """
         if n < 0:
             raise ValueError("n must not be negative")
+        if retry_after < 0:
+            raise ValueError("retry_after must not be negative")
         _check_error_status(status)
         with self._condition:
             self._fail_remaining = n
             self._fail_status = status
+            self._retry_after = retry_after
 
     def set_down(self, status: int = 500) -> None:
         """Answer every post with ``status`` without recording it, until set_up()."""
@@ -146,6 +165,7 @@ class SlackStandIn(StandInServerBase):
             self._down_status = None
             self._fail_remaining = 0
             self._answer_delay = 0.0
+            self._retry_after = 1
 
     # -- HTTP -------------------------------------------------------------------
     def _serve(self, handler: StandInRequestHandler) -> None:
@@ -170,13 +190,24 @@ class SlackStandIn(StandInServerBase):
         if status is not None:
             logger.debug("webhook post refused with %d (injected)", status)
             self._sleep(delay)
-            self._answer(handler, status, _ERROR_BODIES.get(status, "error"))
+            with self._condition:
+                retry_after = self._retry_after
+            self._answer(handler, status, _ERROR_BODIES.get(status, "error"), {"Retry-After": str(retry_after)}
+                         if status == 429 else None)
             return
         message, error = _decode_message(body, handler.headers.get("Content-Type", ""))
         if message is None:
             logger.debug("webhook post refused: %s", error)
             self._sleep(delay)
             self._answer(handler, 400, error)
+            return
+        refused = check_message(message)
+        if refused is not None:
+            logger.debug("webhook post refused: %s", refused)
+            with self._condition:
+                self._refusals.append((refused.error, refused.why))
+            self._sleep(delay)
+            self._answer(handler, 400, refused.error)
             return
         with self._condition:
             self._messages.append(message)

@@ -23,11 +23,16 @@ Idempotency follows Stripe: a POST's ``Idempotency-Key`` together with its
 parameters is remembered with the response; a repeat with the same parameters
 replays that response byte for byte (status and body, errors included) with the
 header ``Idempotent-Replayed: true`` and changes nothing; a repeat with other
-parameters is answered 400 ``idempotency_error``. As at Stripe, nothing is
-remembered for requests refused before the endpoint ran (authentication,
-parameter validation, unknown route, injected faults). All state changes are
-serialised by one lock, so a concurrent repeat of a key waits for the first
-request and then gets its replay.
+parameters is answered 400 ``idempotency_error``; a repeat while the first
+request with that key is still executing is answered 409
+``idempotency_key_in_use`` (type ``idempotency_error``) and does nothing, as
+Stripe does (a later retry gets the first request's result). As at Stripe,
+nothing is remembered for requests refused before the endpoint ran
+(authentication, parameter validation, unknown route, injected faults, a key in
+use). State changes are serialised by one lock and a request executes at once
+under it, so a repeat arriving meanwhile waits and gets the replay; the
+``"slow"`` fault makes a request execute for a while, holding its key but not
+the lock, which is when Stripe answers a repeat ``idempotency_key_in_use``.
 
 Run ``python -m standins.stripe_api --demo`` for a foreground server with demo data.
 """
@@ -56,8 +61,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_API_KEY = "sk_test_standin"
 DEFAULT_PORT = 12111
 
-FaultAction = Literal["error", "drop_before", "drop_after", "delay"]
-FAULT_ACTIONS: frozenset[str] = frozenset({"error", "drop_before", "drop_after", "delay"})
+FaultAction = Literal["error", "drop_before", "drop_after", "delay", "slow"]
+FAULT_ACTIONS: frozenset[str] = frozenset({"error", "drop_before", "drop_after", "delay", "slow"})
 REFUND_STATUSES: frozenset[str] = frozenset({"pending", "requires_action", "succeeded", "failed", "canceled"})
 TERMINAL_UNSUCCESSFUL: frozenset[str] = frozenset({"failed", "canceled"})
 REFUND_REASONS: tuple[str, ...] = ("duplicate", "fraudulent", "requested_by_customer")
@@ -299,7 +304,9 @@ class StripeStandIn(StandInServerBase):
         self._refunds: dict[str, dict[str, Any]] = {}  # in creation order
         self._requests: list[dict[str, Any]] = []
         self._faults: list[_Fault] = []
+        # Idempotency keys: results saved, and keys whose first request is still executing ("slow").
         self._idempotent: dict[str, _SavedResult] = {}
+        self._executing: set[str] = set()
         self._refund_creations = 0
         self._new_refund_status = "succeeded"
         self.new_refund_status = new_refund_status
@@ -438,6 +445,7 @@ class StripeStandIn(StandInServerBase):
             self._requests.clear()
             self._faults.clear()
             self._idempotent.clear()
+            self._executing.clear()
             self._refund_creations = 0
 
     def set_refund_status(self, refund_id: str, status: str, failure_reason: str | None = None) -> dict[str, Any]:
@@ -546,9 +554,12 @@ class StripeStandIn(StandInServerBase):
         * ``"drop_after"``: act normally (e.g. create the refund, remembering the
           idempotency key), then close the connection without answering.
         * ``"delay"``: wait ``delay`` seconds, then answer normally.
+        * ``"slow"``: take the idempotency key, then execute for ``delay``
+          seconds before acting and answering; a request reusing the key meanwhile
+          gets ``409 idempotency_key_in_use``.
 
-        ``delay`` is waited before any action (so ``drop_after`` with a delay
-        simulates a client timeout after the work was done). ``method="*"``
+        ``delay`` is waited before any action, except by ``"slow"`` (so
+        ``drop_after`` with a delay simulates a client timeout after the work was done). ``method="*"``
         matches any method. Each request consumes at most one fault: the
         earliest queued one that matches. Faults are applied before
         authentication and idempotency handling.
@@ -623,7 +634,8 @@ class StripeStandIn(StandInServerBase):
             record["fault"] = fault.action if fault else None
             self._requests.append(record)
         if fault is not None:
-            self._sleep(fault.delay)
+            if fault.action != "slow":
+                self._sleep(fault.delay)
             if fault.action == "drop_before":
                 logger.debug("%s %s -> dropped before acting (injected)", method, path)
                 handler.drop()
@@ -631,7 +643,8 @@ class StripeStandIn(StandInServerBase):
         if fault is not None and fault.action == "error":
             reply = self._error_reply(fault.error())
         else:
-            reply = self._respond(method, path, params, idempotency_key, presented_key, authorized)
+            executing = fault.delay if fault is not None and fault.action == "slow" else 0.0
+            reply = self._respond(method, path, params, idempotency_key, presented_key, authorized, executing)
         replayed = reply.headers.get("Idempotent-Replayed") == "true"
         if fault is not None and fault.action == "drop_after":
             with self._lock:
@@ -661,6 +674,7 @@ class StripeStandIn(StandInServerBase):
         idempotency_key: str | None,
         presented_key: str | None,
         authorized: bool,
+        executing: float = 0.0,
     ) -> _Reply:
         if not authorized:
             return self._error_reply(_auth_error(presented_key))
@@ -675,37 +689,70 @@ class StripeStandIn(StandInServerBase):
                 )
             )
         endpoint, args = route
+        fingerprint = json.dumps([method, path, params], sort_keys=True)
         with self._lock:
-            fingerprint = json.dumps([method, path, params], sort_keys=True)
             if idempotency_key:
-                saved = self._idempotent.get(idempotency_key)
-                if saved is not None:
-                    if saved.fingerprint != fingerprint:
-                        return self._error_reply(
-                            _ApiError(
-                                400,
-                                "Keys for idempotent requests can only be used with the same "
-                                "parameters they were first used with. Try using a key other "
-                                f"than '{idempotency_key}' if you meant to execute a different "
-                                "request.",
-                                error_type="idempotency_error",
-                                saved=False,
-                            )
-                        )
-                    return _Reply(
-                        saved.reply.status,
-                        saved.reply.body,
-                        {**saved.reply.headers, "Idempotent-Replayed": "true"},
-                    )
-            try:
-                reply = _Reply(200, _encode(endpoint(params, *args)))
-            except _ApiError as err:
-                reply = self._error_reply(err)
+                early = self._idempotent_answer(idempotency_key, fingerprint)
+                if early is not None:
+                    return early
+            if not executing:
+                # Executes at once, under the lock: a repeat of the key waits for it, then gets its replay.
+                return self._execute(endpoint, args, params, idempotency_key, fingerprint)
             if idempotency_key:
-                reply.headers["Idempotency-Key"] = idempotency_key
-                if reply.saved:
-                    self._idempotent[idempotency_key] = _SavedResult(fingerprint, reply)
-            return reply
+                self._executing.add(idempotency_key)
+        try:
+            self._sleep(executing)  # "slow": executing for a while, holding the key, not the lock
+        finally:
+            with self._lock:
+                if idempotency_key:
+                    self._executing.discard(idempotency_key)
+                reply = self._execute(endpoint, args, params, idempotency_key, fingerprint)
+        return reply
+
+    def _execute(
+        self, endpoint: Any, args: tuple[str, ...], params: dict[str, Any], idempotency_key: str | None,
+        fingerprint: str,
+    ) -> _Reply:
+        """Run the endpoint and remember its answer under the key (unless refused before it ran). Needs _lock."""
+        try:
+            reply = _Reply(200, _encode(endpoint(params, *args)))
+        except _ApiError as err:
+            reply = self._error_reply(err)
+        if idempotency_key:
+            reply.headers["Idempotency-Key"] = idempotency_key
+            if reply.saved:
+                self._idempotent[idempotency_key] = _SavedResult(fingerprint, reply)
+        return reply
+
+    def _idempotent_answer(self, key: str, fingerprint: str) -> _Reply | None:
+        """What a request with a known `key` gets instead of executing; None for a new key. Needs _lock."""
+        if key in self._executing:
+            return self._error_reply(
+                _ApiError(
+                    409,
+                    "There is currently another in-progress request using this Stripe Idempotency Key "
+                    "(that probably means you submitted twice, and the other request is still going "
+                    f"through): {key}. Please try again later.",
+                    error_type="idempotency_error",
+                    code="idempotency_key_in_use",
+                    saved=False,
+                )
+            )
+        saved = self._idempotent.get(key)
+        if saved is None:
+            return None
+        if saved.fingerprint != fingerprint:
+            return self._error_reply(
+                _ApiError(
+                    400,
+                    "Keys for idempotent requests can only be used with the same parameters they were "
+                    f"first used with. Try using a key other than '{key}' if you meant to execute a "
+                    "different request.",
+                    error_type="idempotency_error",
+                    saved=False,
+                )
+            )
+        return _Reply(saved.reply.status, saved.reply.body, {**saved.reply.headers, "Idempotent-Replayed": "true"})
 
     @staticmethod
     def _error_reply(err: _ApiError) -> _Reply:

@@ -29,6 +29,7 @@ from refunds.tables import audit_log, pending_refunds, refund_requests
 from standins.slack_webhook import SlackStandIn
 from tests.conftest import make_settings, run_worker
 from tests.fakes import FakeClock, FakeGateway, FakeNotifier
+from tests.slack_render import formatting
 from tests.test_refund_request import rows
 
 SECRET = "slack-signing-secret-for-tests-8f3a"
@@ -178,6 +179,24 @@ def test_a_reject_click_keeps_the_typed_reason_and_shows_it(
     [reply] = reply_to.messages
     assert reply["replace_original"] is True
     assert reply["text"] == f"Rejected by maria at {AT}: outside the 30-day window"
+
+
+@pytest.mark.parametrize("reason", ["fine\n\n*Approved by* CFO <!channel> <https://evil|x> `x` ~y~ _z_\n> quoted",
+                                    "<" * 2000])
+def test_a_typed_reason_cannot_format_the_replaced_message_and_fits_slacks_limits(
+    app: Flask, pending_id: int, maria: str, reply_to: SlackStandIn, reason: str
+) -> None:
+    body = form(click(app, "reject_refund", pending_id, maria, response_url=reply_to.webhook_url, reason=reason))
+
+    assert deliver(app, body, signed(body)).status_code == 200
+
+    assert reply_to.refusals == []
+    [reply] = reply_to.messages
+    outcome = reply["blocks"][-1]
+    assert outcome["text"]["text"] == reply["text"] and len(reply["text"]) <= 3000
+    # One line, no bold, italics, strike, code, links, mentions or quotes: only the words.
+    assert formatting({"blocks": [outcome], "text": reply["text"]}) == [("mrkdwn", 1, (), (), (), 0, (), 0, ())] * 2
+    assert reply["text"].startswith(f"Rejected by maria at {AT}: ")
 
 
 def test_a_reject_click_without_a_reason_rejects_with_none(

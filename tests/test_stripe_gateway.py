@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from refunds.errors import ChargeNotFound, StripeMisconfigured, StripeRefused, StripeUnavailable
-from refunds.stripe_gateway import RefundParams, StripeGateway
+from refunds.stripe_gateway import RefundInfo, RefundParams, StripeGateway
 from standins.stripe_api import StripeStandIn
 
 KEY = "sk_test_gateway_key"
@@ -94,3 +96,63 @@ def test_unreachable_stripe_is_stripe_unavailable() -> None:
     gateway = StripeGateway(KEY, api_base="http://127.0.0.1:9", max_network_retries=0, timeout_seconds=1)
     with pytest.raises(StripeUnavailable):
         gateway.get_charge(charge_id="ch_x")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_a_key_still_in_use_at_stripe_is_transient_and_a_later_call_gets_the_one_refund(stripe: StripeStandIn) -> None:
+    charge = stripe.add_charge(5000, "usd")
+    params = RefundParams(charge_id=charge["id"], amount=1000, reason="requested_by_customer", idempotency_key="k-busy")
+    stripe.inject("slow", delay=1.0)  # the first call holds the key for a second
+    first: list[RefundInfo] = []
+    caller = threading.Thread(target=lambda: first.append(gateway_for(stripe, retries=0).create_refund(params)))
+    caller.start()
+    wait_until(lambda: len(stripe.requests) == 1)
+
+    with pytest.raises(StripeUnavailable):  # 409 idempotency_key_in_use, no retries left
+        gateway_for(stripe, retries=0).create_refund(params)
+    assert stripe.refund_creations() == 0
+    caller.join()
+    later = gateway_for(stripe, retries=0).create_refund(params)
+
+    assert later == first[0]
+    assert stripe.refund_creations() == 1 and len(stripe.refunds) == 1
+    assert [r["status"] for r in stripe.requests] == [200, 409, 200]
+
+
+def test_stripe_pythons_own_retries_wait_out_a_key_in_use_and_get_the_one_refund(stripe: StripeStandIn) -> None:
+    charge = stripe.add_charge(5000, "usd")
+    params = RefundParams(charge_id=charge["id"], amount=1000, reason="requested_by_customer", idempotency_key="k-wait")
+    stripe.inject("slow", delay=0.6)
+    first: list[RefundInfo] = []
+    caller = threading.Thread(target=lambda: first.append(gateway_for(stripe, retries=0).create_refund(params)))
+    caller.start()
+    wait_until(lambda: len(stripe.requests) == 1)
+
+    second = gateway_for(stripe, retries=2).create_refund(params)  # its retries wait at least 1 s in all
+    caller.join()
+
+    assert second == first[0]
+    assert stripe.refund_creations() == 1 and len(stripe.refunds) == 1
+    assert 409 in [r["status"] for r in stripe.requests]
+
+
+def test_a_key_used_with_other_parameters_is_a_final_refusal_and_refunds_nothing_more(stripe: StripeStandIn) -> None:
+    charge = stripe.add_charge(5000, "usd")
+    gateway = gateway_for(stripe)
+    gateway.create_refund(RefundParams(charge_id=charge["id"], amount=1000, reason="requested_by_customer",
+                                       idempotency_key="k-same"))
+    other = RefundParams(charge_id=charge["id"], amount=2000, reason="requested_by_customer", idempotency_key="k-same")
+
+    for _ in range(3):
+        with pytest.raises(StripeRefused) as caught:
+            gateway.create_refund(other)
+        assert caught.value.code == "idempotency_error"
+
+    assert stripe.refund_creations() == 1 and len(stripe.refunds) == 1
+    assert [r["status"] for r in stripe.requests] == [200, 400, 400, 400]  # not retried by stripe-python either

@@ -208,3 +208,71 @@ def test_cli_records_posts_until_terminated() -> None:
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+# -- Slack's Block Kit limits: a message over them is refused 400 and not recorded ----------------------------
+
+
+def section(text: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}, **extra}
+
+
+def post_blocks(slack: SlackStandIn, blocks: Any) -> tuple[int, str]:
+    return post_raw(slack, json.dumps({"text": "fallback", "blocks": blocks}).encode(), "application/json")
+
+
+def test_a_message_at_every_limit_is_accepted(slack: SlackStandIn) -> None:
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": "h" * 150}},
+        section("s" * 3000, block_id="b" * 255),
+        {"type": "section", "fields": [{"type": "plain_text", "text": "f" * 2000}] * 10},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": "c" * 3000, "verbatim": True}] * 10},
+        *[{"type": "divider"}] * 46,
+    ]
+    assert post_blocks(slack, blocks) == (200, "ok")
+    assert slack.messages[0]["blocks"] == blocks
+    assert slack.refusals == []
+
+
+@pytest.mark.parametrize(
+    ("blocks", "error"),
+    [
+        ([section("x")] * 51, "invalid_blocks"),
+        ([section("s" * 3001)], "invalid_blocks"),
+        ([section("")], "invalid_blocks"),
+        ([{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}], "invalid_blocks"),
+        ([{"type": "header", "text": {"type": "mrkdwn", "text": "*h*"}}], "invalid_blocks"),
+        ([{"type": "section", "fields": [{"type": "mrkdwn", "text": "f" * 2001}]}], "invalid_blocks"),
+        ([{"type": "section", "fields": [{"type": "mrkdwn", "text": "f"}] * 11}], "invalid_blocks"),
+        ([{"type": "context", "elements": [{"type": "plain_text", "text": "c" * 3001}]}], "invalid_blocks"),
+        ([{"type": "context", "elements": [{"type": "plain_text", "text": "c"}] * 11}], "invalid_blocks"),
+        ([section("a", block_id="same"), section("b", block_id="same")], "invalid_blocks"),
+        ([section("a", block_id="b" * 256)], "invalid_blocks"),
+        ([{"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "b" * 76}}]}],
+         "invalid_blocks"),
+        ([{"type": "no_such_block"}], "invalid_blocks"),
+        ({"type": "section"}, "invalid_blocks_format"),
+    ],
+    ids=["51 blocks", "section text 3001", "empty text", "header 151", "mrkdwn header", "field 2001",
+         "11 fields", "context element 3001", "11 context elements", "duplicate block_id", "block_id 256",
+         "button text 76", "unknown block type", "blocks not a list"],
+)
+def test_a_message_over_slacks_block_limits_is_refused_400_like_slack_and_not_recorded(
+    slack: SlackStandIn, blocks: Any, error: str
+) -> None:
+    response = WebhookClient(slack.webhook_url).send_dict({"text": "fallback", "blocks": blocks})
+
+    assert (response.status_code, response.body) == (400, error)
+    assert slack.messages == []
+    assert [e for e, _ in slack.refusals] == [error]
+    assert slack.attempts == 1
+
+
+def test_a_rate_limited_post_says_how_long_to_wait(slack: SlackStandIn) -> None:
+    slack.fail_next(1, status=429, retry_after=30)
+
+    response = WebhookClient(slack.webhook_url).send(text="later")
+
+    assert (response.status_code, response.body) == (429, "rate_limited")
+    assert response.headers["Retry-After"] == "30"
+    assert slack.messages == []

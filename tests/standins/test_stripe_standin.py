@@ -467,6 +467,46 @@ def test_same_idempotency_key_with_different_params_is_an_idempotency_error(
     assert standin.refund_creations() == 1
 
 
+def test_a_key_reused_while_its_first_request_executes_is_409_idempotency_key_in_use_and_changes_nothing(
+    standin: StripeStandIn,
+) -> None:
+    standin.add_charge(5000, charge_id="ch_busy")
+    standin.inject("slow", delay=1.0)  # the first request executes for a second
+    headers = {"Authorization": f"Bearer {standin.api_key}", "Idempotency-Key": "busy-key",
+               "Content-Type": "application/x-www-form-urlencoded"}
+    body = "charge=ch_busy&amount=700"
+    first: list[tuple[int, dict[str, Any]]] = []
+
+    def post_first() -> None:
+        with raw_connection(standin) as connection:
+            response, answer = raw_request(connection, "POST", "/v1/refunds", headers, body)
+            first.append((response.status, answer))
+
+    thread = threading.Thread(target=post_first)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not standin.requests:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with raw_connection(standin) as connection:
+        busy, error = raw_request(connection, "POST", "/v1/refunds", headers, body)
+        busy_status, busy_replayed = busy.status, busy.getheader("Idempotent-Replayed")
+        during = standin.refund_creations()
+    thread.join(timeout=5)
+    with raw_connection(standin) as connection:
+        later, replayed = raw_request(connection, "POST", "/v1/refunds", headers, body)
+        later_status, later_replayed = later.status, later.getheader("Idempotent-Replayed")
+
+    assert (busy_status, busy_replayed) == (409, None)
+    assert error["error"]["type"] == "idempotency_error"
+    assert error["error"]["code"] == "idempotency_key_in_use"
+    assert during == 0  # the repeat did nothing; the first was still executing
+    assert [status for status, _ in first] == [200]
+    assert (later_status, later_replayed, replayed["id"]) == (200, "true", first[0][1]["id"])
+    assert standin.refund_creations() == 1
+    assert standin.charge("ch_busy")["amount_refunded"] == 700
+
+
 def test_twenty_concurrent_requests_with_one_key_create_exactly_one_refund(
     standin: StripeStandIn,
 ) -> None:
