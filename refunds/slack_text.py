@@ -57,6 +57,8 @@ _ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _LOOK_ALIKES = {"*": "\u2217", "_": "\u02cd", "~": "\u223c", "`": "\u02cb"}
 # Line breaks (all that str.splitlines knows), other control characters and tabs become one space.
 _BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
+# Bidirectional controls reorder how the text around them is drawn ("\u202e00.1" shows as "1.00"): dropped.
+_BIDI = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # A `>` first on a line quotes it, escaped or not; a soft hyphen in front stops that.
 _SOFT_HYPHEN = "\u00ad"
 
@@ -92,7 +94,7 @@ def fit(text: str, limit: int) -> str:
 
 
 def _one_line(value: object) -> str:
-    return _BREAKS.sub(" ", "" if value is None else str(value)).strip()
+    return _BREAKS.sub(" ", _BIDI.sub("", "" if value is None else str(value))).strip()
 
 
 def _fit_units(units: list[str], limit: int) -> str:

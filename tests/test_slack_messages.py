@@ -96,3 +96,13 @@ def test_every_message_fits_slacks_limits_however_long_its_values_and_however_ma
     assert len(message["blocks"]) <= 50
     shown = "".join(obj["text"] for obj in text_objects(message))
     assert "…" in shown  # what did not fit says so
+
+
+def test_bidirectional_controls_in_people_text_cannot_reorder_what_managers_read(slack: SlackStandIn) -> None:
+    # "\u202e" draws what follows right to left: "kettle \u202eDSU 00.1" would read "kettle 1.00 USD".
+    product = "kettle \u202eDSU 00.1\u202c\u2066x\u2069"
+    message = posted(slack, "needs_approval", {**facts_with("x"), "product": product})
+
+    texts = [obj["text"] for obj in text_objects(message)]
+    assert any("kettle DSU 00.1x" in text for text in texts)
+    assert not any(ch in text for text in texts for ch in "\u202e\u202c\u2066\u2069")
