@@ -25,7 +25,7 @@ from flask import Blueprint, Response, current_app, request
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
-from . import approvers
+from . import approvers, limits
 from .config import Settings
 from .errors import NotPending, RefundError, RequestNotFound
 from .http_errors import error_response
@@ -48,9 +48,9 @@ bp = Blueprint("slack_interactions", __name__)
 # Interactions Slack may send to the same Request URL that are not for us: acknowledged, ignored.
 OTHER_INTERACTIONS = frozenset({"view_submission", "view_closed", "shortcut", "message_action",
                                 "block_suggestion", "interactive_message", "dialog_submission"})
-SLACK_USER_ID = re.compile(r"[A-Z0-9]{1,50}")
+SLACK_USER_ID = re.compile(rf"[A-Z0-9]{{1,{limits.SLACK_USER_ID}}}")
 PENDING_ID = re.compile(r"[0-9]{1,10}")
-MAX_REASON_LENGTH = 2000  # as the API's rejection note
+MAX_REASON_LENGTH = limits.NOTE  # as the API's rejection note
 
 
 class BadPayload(Exception):
