@@ -173,19 +173,18 @@ def reject_refund() -> Any:
 @approver_auth
 def pending_refunds() -> Any:
     limit = page_limit(request.args.get("limit"))
-    after = decode_cursor(request.args.get("cursor"))
-    rows, total = _service().pending(limit + 1, after)  # one more than asked: is there a next page?
+    rows, total = _service().pending(limit + 1, decode_cursor(request.args.get("cursor")))
+    more, rows = len(rows) > limit, rows[:limit]  # one more than asked tells whether a next page exists
+    following = url_for(".pending_refunds", limit=limit,
+                        cursor=encode_cursor(rows[-1]["requested_at"], rows[-1]["pending_id"])) if more else None
     links: ApprovalLinks | None = current_app.extensions.get("approval_links")
     items = []
-    for row in rows[:limit]:
+    for row in rows:
         money = Money(row.pop("amount"), row.pop("currency"))
         item = {**row, **money.as_json(), "requested_at": _iso(row["requested_at"])}
         if links is not None:  # the caller's own one-click link, bound to them and this amount
             item["approval_link"] = links.url(row["pending_id"], g.approver, money.amount, money.currency)
         items.append(item)
-    last = rows[limit - 1] if len(rows) > limit else None
-    following = url_for(".pending_refunds", limit=limit, cursor=encode_cursor(last["requested_at"],
-                                                                              last["pending_id"])) if last else None
     return jsonify({"pending": items, "count": total, "next": following})
 
 
