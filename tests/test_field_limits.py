@@ -184,3 +184,23 @@ def test_signed_stripe_events_with_every_field_at_its_maximum_length_are_stored_
     assert (logged.refund_id, logged.charge_id, logged.amount, logged.currency, logged.status,
             logged.failure_reason) == (refund["id"], refund["charge"], refund["amount"], "usd", "failed",
                                        refund["failure_reason"])
+
+
+def test_a_signed_request_whose_webhook_id_is_as_long_as_allowed_is_stored_with_it_as_its_key(
+    database_url: str, gateway: FakeGateway
+) -> None:
+    from refunds import create_app
+    from tests.conftest import INTAKE_SIGNING_SECRET, make_settings
+    from tests.test_signed_intake import body_of, send
+    from tests.test_signed_intake import signed as signed_intake
+
+    app = create_app(make_settings(database_url, intake_signing_secrets=(INTAKE_SIGNING_SECRET,)), gateway=gateway)
+    if not database_url.startswith("sqlite"):
+        app.extensions["refund_service"].db.upgrade()
+    msg_id = "m" * (limits.IDEMPOTENCY_KEY - len("webhook:"))
+    body = body_of({"charge_id": "ch_small", "amount": 100, "requested_by": "r" * limits.SHORT_TEXT})
+    response = send(app.test_client(), body, signed_intake(body, msg_id=msg_id))
+    assert response.status_code == 200, response.get_json()
+    [stored] = rows(app, refund_requests)
+    assert (stored.idempotency_key, stored.requested_by) == ("webhook:" + msg_id, "r" * limits.SHORT_TEXT)
+    app.extensions["refund_service"].db.dispose()
