@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from .errors import InvalidJson, UnsupportedMediaType
 
-__all__ = ["JSON_MEDIA_TYPE", "parse_object", "parse_value"]
+__all__ = ["JSON_MEDIA_TYPE", "loads", "parse_object", "parse_value"]
 
 JSON_MEDIA_TYPE = "application/json"
 
@@ -39,7 +39,7 @@ def parse_value(body: bytes, media_type: str | None) -> Any:
     if (media_type or "").lower() != JSON_MEDIA_TYPE:
         raise UnsupportedMediaType(
             f"Send the body as JSON with 'Content-Type: {JSON_MEDIA_TYPE}' (this request's Content-Type is "
-            f"{media_type or 'missing'!s}).")
+            f"{media_type or 'missing'}).")
     if not body:
         raise InvalidJson("The request body is empty; it must be a JSON object.")
     try:
@@ -47,31 +47,35 @@ def parse_value(body: bytes, media_type: str | None) -> Any:
     except UnicodeDecodeError as exc:
         raise InvalidJson(f"The request body is not valid UTF-8: byte 0x{body[exc.start]:02x} at position "
                           f"{exc.start} cannot start or continue a character.") from None
+    return loads(text)
+
+
+def loads(text: str, *, what: str = "The request body") -> Any:
+    """The JSON value in `text`, strictly: raises InvalidJson (its message starting with `what`) when `text` is not
+    JSON, is nested too deeply, has a key twice in one object, or holds NaN or Infinity."""
     try:
-        data = json.loads(text, object_pairs_hook=_object_without_repeats, parse_constant=_no_constant)
+        return json.loads(text, object_pairs_hook=lambda pairs: _object_without_repeats(pairs, what),
+                          parse_constant=lambda name: _no_constant(name, what))
     except json.JSONDecodeError as exc:
-        raise InvalidJson(f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} column "
-                          f"{exc.colno}.") from None
+        raise InvalidJson(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.") from None
     except RecursionError:  # e.g. 60,000 `[`: refused before it can cost more
-        raise InvalidJson("The request body must be a JSON object; this one nests arrays and objects too deeply "
-                          "to read.") from None
+        raise InvalidJson(f"{what} must be a JSON object; this one nests arrays and objects too deeply to "
+                          "read.") from None
     except ValueError as exc:  # a number longer than Python converts (4,300 digits)
-        raise InvalidJson(f"The request body is not valid JSON: {exc}.") from None
-    return data
+        raise InvalidJson(f"{what} is not valid JSON: {exc}.") from None
 
 
-def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _object_without_repeats(pairs: list[tuple[str, Any]], what: str) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise InvalidJson(f"The request body repeats the key {json.dumps(key)} in one object; each key may "
-                              "appear once.")
+            raise InvalidJson(f"{what} repeats the key {json.dumps(key)} in one object; each key may appear once.")
         result[key] = value
     return result
 
 
-def _no_constant(name: str) -> NoReturn:
-    raise InvalidJson(f"The request body is not valid JSON: {name} is not a JSON value.")
+def _no_constant(name: str, what: str) -> NoReturn:
+    raise InvalidJson(f"{what} is not valid JSON: {name} is not a JSON value.")
 
 
 def _kind(value: Any) -> str:

@@ -229,3 +229,10 @@ def test_approver_names_are_one_short_word(
     assert response.status_code == 400
     assert response.get_json()["message"].startswith("name: ")
     assert [a.name for a in rows(app, approvers)] == ["root"]
+
+
+def test_a_slack_payload_with_a_repeated_key_is_refused_by_the_same_parser() -> None:
+    from refunds.slack_interactions import BadPayload, read_click
+
+    with pytest.raises(BadPayload, match='repeats the key "type"'):
+        read_click(b"payload=" + b'{"type": "block_actions", "type": "view_closed"}')
