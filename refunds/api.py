@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from pydantic import BaseModel, ValidationError
 
 from . import approvers
 from .approval_links import ApprovalLinks
-from .errors import Forbidden
+from .errors import Forbidden, InvalidRequest
 from .http_errors import domain_error_response, error_response
 from .intake_auth import WEBHOOK_KEY_PREFIX, IntakeAuth, IntakeCaller
+from .json_body import parse_object
+from .limits import APPROVER_NAME, APPROVER_NAME_PATTERN, IDEMPOTENCY_KEY
 from .money import Money
 from .openapi import openapi_document
+from .pagination import decode_cursor, encode_cursor, page_limit
 from .schemas import (
-    IDEMPOTENCY_KEY_MAX_LENGTH,
     IDEMPOTENCY_KEY_PATTERN,
     MAX_ID,
     ApproveBody,
@@ -80,54 +81,49 @@ def approver_auth(view: Handler) -> Handler:
     return wrapped
 
 
-def _parse(model: type[Model]) -> Model | tuple[Response, int]:
-    try:
-        data = json.loads(request.get_data(cache=False) or b"null")
-    except (ValueError, RecursionError):  # RecursionError: nested too deep (e.g. 60,000 `[`)
-        return error_response("invalid_json", "The request body must be a JSON object.")
-    if not isinstance(data, dict):
-        return error_response("invalid_json", "The request body must be a JSON object.")
+def _parse(model: type[Model]) -> Model:
+    """The request's JSON body as `model`. Raises UnsupportedMediaType, InvalidJson or InvalidRequest."""
+    data = parse_object(request.get_data(cache=False), request.mimetype)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        return error_response("invalid_request", describe(exc))
+        raise InvalidRequest(describe(exc)) from None
 
 
-def _idempotency_key() -> str | tuple[Response, int] | None:
+def _idempotency_key() -> str | None:
+    """The Idempotency-Key header, or None. Raises InvalidRequest for one that cannot be a key."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
     if not _fits_idempotency_key(key):
-        return error_response(
-            "invalid_request",
-            "Idempotency-Key: must be 1 to 255 visible ASCII characters (spaces allowed between them).",
-        )
+        raise InvalidRequest(f"Idempotency-Key: must be 1 to {IDEMPOTENCY_KEY} visible ASCII characters (spaces "
+                             "allowed between them).")
     if key.startswith(WEBHOOK_KEY_PREFIX):
-        return error_response("invalid_request", f"Idempotency-Key: {WEBHOOK_KEY_PREFIX!r} starts the keys of signed "
-                                                 "requests; choose another key.")
+        raise InvalidRequest(f"Idempotency-Key: {WEBHOOK_KEY_PREFIX!r} starts the keys of signed requests; choose "
+                             "another key.")
     return key
 
 
-def _intake_idempotency_key(caller: IntakeCaller) -> str | tuple[Response, int] | None:
-    """What makes this request's retries safe, or an error answer.
+def _intake_idempotency_key(caller: IntakeCaller) -> str | None:
+    """What makes this request's retries safe. Raises InvalidRequest.
 
     A signed request's key is `webhook:<webhook-id>`: the id is signed, so a replay cannot choose a fresh key, and
     the prefix (refused in the header) keeps it apart from every Idempotency-Key. A token request's key is its
     optional Idempotency-Key header, which is checked on a signed request too, but not used there.
     """
     key = _idempotency_key()
-    if isinstance(key, tuple) or caller.webhook_id is None:
+    if caller.webhook_id is None:
         return key
     signed_key = WEBHOOK_KEY_PREFIX + caller.webhook_id
     if not _fits_idempotency_key(signed_key):
-        longest = IDEMPOTENCY_KEY_MAX_LENGTH - len(WEBHOOK_KEY_PREFIX)
-        return error_response("invalid_request", f"webhook-id: must be 1 to {longest} visible ASCII characters "
-                                                 "(spaces allowed between them).")
+        longest = IDEMPOTENCY_KEY - len(WEBHOOK_KEY_PREFIX)
+        raise InvalidRequest(f"webhook-id: must be 1 to {longest} visible ASCII characters (spaces allowed between "
+                             "them).")
     return signed_key
 
 
 def _fits_idempotency_key(key: str) -> bool:
-    return len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH and re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key) is not None
+    return len(key) <= IDEMPOTENCY_KEY and re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key) is not None
 
 
 def _answer(outcome: Outcome, success: dict[str, Any], status: int) -> tuple[Response, int]:
@@ -143,11 +139,7 @@ def _answer(outcome: Outcome, success: dict[str, Any], status: int) -> tuple[Res
 @intake_auth
 def refund_request() -> Any:
     body = _parse(RefundRequestBody)
-    if isinstance(body, tuple):
-        return body
     key = _intake_idempotency_key(g.intake)
-    if isinstance(key, tuple):
-        return key
     outcome = _service().request_refund(RefundCommand(**body.model_dump()), idempotency_key=key,
                                         channel="signed" if g.intake.channel == "signed" else "api")
     if outcome.status == "pending_approval":
@@ -161,8 +153,6 @@ def refund_request() -> Any:
 @approver_auth
 def approve_refund() -> Any:
     body = _parse(ApproveBody)
-    if isinstance(body, tuple):
-        return body
     outcome = _service().approve(body.pending_id, Actor(g.approver, "api"))
     if outcome.status == "awaiting_second_approval":
         return jsonify({"status": "awaiting_second_approval", "request_id": outcome.request_id,
@@ -175,8 +165,6 @@ def approve_refund() -> Any:
 @approver_auth
 def reject_refund() -> Any:
     body = _parse(RejectBody)
-    if isinstance(body, tuple):
-        return body
     outcome = _service().reject(body.pending_id, Actor(g.approver, "api"), body.note)
     return jsonify({"status": "rejected", "request_id": outcome.request_id, "rejected_by": g.approver}), 200
 
@@ -184,16 +172,21 @@ def reject_refund() -> Any:
 @bp.get("/pending-refunds")
 @approver_auth
 def pending_refunds() -> Any:
+    limit = page_limit(request.args.get("limit"))
+    rows, total = _service().pending(limit + 1, decode_cursor(request.args.get("cursor")))
+    more, rows = len(rows) > limit, rows[:limit]  # one more than asked tells whether a next page exists
+    following = url_for(".pending_refunds", limit=limit,
+                        cursor=encode_cursor(rows[-1]["requested_at"], rows[-1]["pending_id"])) if more else None
     links: ApprovalLinks | None = current_app.extensions.get("approval_links")
     items = []
-    for row in _service().pending():
+    for row in rows:
         money = Money(row.pop("amount"), row.pop("currency"))
         item = {**row, **money.as_json(), "requested_at": _iso(row["requested_at"])}
         if links is not None:  # the caller's own one-click link, bound to them and this amount
             item["approval_link"] = links.url(row["pending_id"], g.approver, money.amount, money.currency,
                                               credential=g.approver_record.token_hash)
         items.append(item)
-    return jsonify({"pending": items, "count": len(items)})
+    return jsonify({"pending": items, "count": total, "next": following})
 
 
 @bp.get("/approvers")
@@ -208,8 +201,6 @@ def list_approvers() -> Any:
 def add_approver() -> Any:
     _admin_only()
     body = _parse(NewApproverBody)
-    if isinstance(body, tuple):
-        return body
     try:
         emails = approvers.normalise_emails(body.emails or ())
         token = approvers.add(_service().db, body.name, _service().clock(), role=body.role,
@@ -225,8 +216,8 @@ def add_approver() -> Any:
 @approver_auth
 def revoke_approver(name: str) -> Any:
     _admin_only()
-    if not re.fullmatch(r"[A-Za-z0-9_.@+-]{1,100}", name):  # same rule as POST /approvers; no NUL reaches SQL
-        return error_response("approver_not_found", f"No active approver named {name[:100]!r}.")
+    if not re.fullmatch(APPROVER_NAME_PATTERN, name):  # same rule as POST /approvers; no NUL reaches SQL
+        return error_response("approver_not_found", f"No active approver named {name[:APPROVER_NAME]!r}.")
     approvers.revoke(_service().db, name, _service().clock())
     current_app.logger.info("approver %s revoked by %s", name, g.approver)
     return jsonify({"name": name, "revoked": True})

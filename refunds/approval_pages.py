@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, make_response, render_template, request
 
-from . import store
+from . import limits, store
 from .approval_links import ApprovalLinks, LinkClaims
 from .errors import LinkInvalid, RefundError
 from .money import Money
@@ -87,7 +87,8 @@ def act(token: str) -> Response:
                 "processing": "Approved; Stripe is busy, the refund will be sent shortly.",
             }.get(outcome.status, f"Approved, but the refund failed: {outcome.error.message if outcome.error else ''}")
         else:
-            note = (request.form.get("note") or "").strip()[:2000] or None
+            # As the API's note: at most limits.NOTE characters, and no NUL (PostgreSQL text cannot hold one).
+            note = (request.form.get("note") or "").replace("\x00", "").strip()[:limits.NOTE] or None
             service.reject(claims.pending_id, actor, note)
             message = f"Rejected by {claims.approver}."
     except RefundError as exc:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import approvers
 from .errors import RefundError
+from .limits import SLACK_USER_ID_PATTERN
 from .money import Money
 from .service import Actor, RefundService, utcnow
 
@@ -37,7 +38,7 @@ SLACK_USER_HELP = "Slack member id (U... or W...: profile, \u22ee, Copy member I
 
 
 def _slack_user(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not re.fullmatch(r"[UW][A-Z0-9]{2,49}", value):
+    if value is not None and not re.fullmatch(SLACK_USER_ID_PATTERN, value):
         raise click.BadParameter("a Slack member id looks like U0123ABCD (profile, \u22ee, Copy member ID)")
     return value
 

@@ -129,3 +129,21 @@ class ApproverExists(RefundError):
 
 class ApproverNotFound(RefundError):
     code = "approver_not_found"
+
+
+class InvalidJson(RefundError):
+    """A request body that is not one JSON object: not UTF-8, not JSON, a repeated key, NaN, ..."""
+
+    code = "invalid_json"
+
+
+class InvalidRequest(RefundError):
+    """A JSON body, header or query parameter that breaks the API's rules; the message names it."""
+
+    code = "invalid_request"
+
+
+class UnsupportedMediaType(RefundError):
+    """A body sent without `Content-Type: application/json` to an endpoint that reads JSON."""
+
+    code = "unsupported_media_type"

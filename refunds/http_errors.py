@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .errors import RefundError
 
@@ -14,6 +14,7 @@ STATUS_BY_CODE = {
     "invalid_json": 400,
     "invalid_request": 400,
     "invalid_event": 400,
+    "unsupported_media_type": 415,
     "event_too_early": 409,
     "unauthorized": 401,
     "charge_not_found": 404,
@@ -52,7 +53,11 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[Response, int]:
         code = (exc.name or "error").lower().replace(" ", "_")
-        response, status = error_response(code, exc.description or exc.name, exc.code or 500)
+        message = exc.description or exc.name
+        if isinstance(exc, RequestEntityTooLarge) and app.config.get("MAX_CONTENT_LENGTH"):
+            limit = int(app.config["MAX_CONTENT_LENGTH"])
+            message = f"The request body is larger than the limit of {_size(limit)} ({limit:,} bytes)."
+        response, status = error_response(code, message, exc.code or 500)
         for name, value in exc.get_headers():
             if name.lower() != "content-type":  # keeps Allow on 405, Retry-After, ...
                 response.headers[name] = value
@@ -66,3 +71,8 @@ def register(app: Flask) -> None:
     def _crash(exc: Exception) -> tuple[Response, int]:
         app.logger.exception("unhandled error")
         return error_response("internal_error", "Something went wrong on our side; nothing was lost, try again.", 500)
+
+
+def _size(count: int) -> str:
+    """`64 KiB` for 65,536 bytes; bytes when not a whole number of KiB."""
+    return f"{count // 1024} KiB" if count % 1024 == 0 else f"{count:,} bytes"

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Row, select
 
 from . import store
 from .db import Database
-from .errors import EventTooEarly, InvalidEvent, RefundError
+from .errors import EventTooEarly, RefundError
 from .service import Clock, utcnow
 from .stripe_gateway import RefundGateway, RefundInfo
 from .tables import refund_requests
@@ -45,17 +45,14 @@ class RefundLifecycle:
         self.clock = clock
         self.poll_after = poll_after
 
-    def handle_event(self, event_id: str, event_type: str, refund: dict[str, Any], created: datetime) -> str:
-        """Handle one verified Stripe event. Returns "duplicate", "ignored" or "applied".
+    def handle_event(self, event_id: str, event_type: str, refund: RefundInfo | None, created: datetime) -> str:
+        """Handle one verified and validated Stripe event. Returns "duplicate", "ignored" or "applied".
 
-        Raises InvalidEvent for a refund event whose refund lacks what we need (nothing is recorded).
+        `refund` is the event's refund object (None when the event is about something else), already checked
+        against the limits of the columns it is stored in (see `schemas.StripeRefund`).
+        Raises EventTooEarly for our own refund not recorded yet (nothing is recorded).
         """
-        info = None
-        if event_type in REFUND_EVENTS and refund.get("object") == "refund":
-            try:
-                info = RefundInfo.from_stripe(refund)
-            except (KeyError, TypeError, ValueError):
-                raise InvalidEvent("The event's refund needs an id, an amount and a currency.") from None
+        info = refund if event_type in REFUND_EVENTS else None
         now = self.clock()
         with self.db.transaction() as conn:
             if not store.record_event(conn, event_id, event_type, now):

@@ -13,7 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from . import limits
 from .intake_auth import WEBHOOK_KEY_PREFIX
+from .pagination import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT
 from .schemas import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
     IDEMPOTENCY_KEY_PATTERN,
@@ -24,6 +26,7 @@ from .schemas import (
     RefundRequestBody,
     RejectBody,
     StripeEvent,
+    StripeRefund,
 )
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -66,7 +69,24 @@ def _ok(description: str, schema: dict[str, Any], links: dict[str, Any] | None =
 
 
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
+    return {
+        "required": True,
+        "description": "JSON (RFC 8259) in UTF-8, sent with `Content-Type: application/json` (parameters such as "
+                       "`charset=utf-8` are fine); at most 64 KiB. A key repeated in one object, at any depth, and "
+                       "the non-JSON constants NaN and Infinity are refused with `400 invalid_json`.",
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _stripe_event_schema() -> dict[str, Any]:
+    """The event's schema, where `data.object` must be a valid refund when it says it is one."""
+    schema = _body_schema(StripeEvent)
+    data_object = schema["properties"]["data"]["properties"]["object"]
+    data_object.update({
+        "if": {"type": "object", "required": ["object"], "properties": {"object": {"const": "refund"}}},
+        "then": _inline_defs(StripeRefund.model_json_schema(), {}),  # as Stripe sends it: nulls allowed
+    })
+    return schema
 
 
 MONEY_FIELDS: dict[str, Any] = {
@@ -135,7 +155,16 @@ DECISION_LINKS = {
     }
     for verb in ("approve", "reject")
 }
-BAD_INPUT = {"400": _error("The body is not JSON, or a field is invalid; `message` names it.")}
+# Every operation that reads a JSON body answers these when the body itself is wrong.
+BODY_ERRORS = {
+    "413": _error("`request_entity_too_large`: the body is over the 64 KiB limit."),
+    "415": _error("`unsupported_media_type`: the body was not sent as `Content-Type: application/json`."),
+}
+BAD_INPUT = {
+    "400": _error("`invalid_json` (not UTF-8, not JSON, a repeated key, NaN or Infinity, or not an object; "
+                  "`message` says which and where) or `invalid_request` (a field is invalid; `message` names it)."),
+    **BODY_ERRORS,
+}
 SLACK_INTERACTIONS = {"post": {
     "operationId": "slackInteraction",
     "summary": "Approve and Reject clicked in Slack: the Slack app's Interactivity Request URL.",
@@ -365,8 +394,11 @@ def openapi_document() -> dict[str, Any]:
                         "202": _ok("Queued for a manager, or accepted and being retried against Stripe.",
                                    {"oneOf": [queued, PROCESSING]}, {**HISTORY_LINK, **DECISION_LINKS}),
                         **stripe_errors,
-                        "400": _error("The body is not JSON, a field is invalid, or `Idempotency-Key` (or a signed "
-                                      "request's `webhook-id`) cannot be a key; `message` names it."),
+                        **BAD_INPUT,
+                        "400": _error("`invalid_json` (not UTF-8, not JSON, a repeated key, NaN or Infinity, or not "
+                                      "an object; `message` says which and where) or `invalid_request` (a field is "
+                                      "invalid, or `Idempotency-Key` (or a signed request's `webhook-id`) cannot be "
+                                      "a key; `message` names it)."),
                         "401": _error("No valid bearer token and no valid signature: a signature header missing or "
                                       "malformed, a timestamp more than 5 minutes away, or no signature made with a "
                                       "configured secret over this exact body."),
@@ -413,15 +445,37 @@ def openapi_document() -> dict[str, Any]:
             "/pending-refunds": {
                 "get": {
                     "operationId": "listPendingRefunds",
-                    "summary": "The approval queue, oldest first.",
+                    "summary": "The approval queue, oldest first, a page at a time.",
+                    "description": "Follow `next` until it is null to read the whole queue. Pages are keyset "
+                                   "pages: refunds decided between two pages never make the next page skip or "
+                                   "repeat one, and refunds queued meanwhile come on a later page.",
                     "security": [{"approverToken": []}],
+                    "parameters": [
+                        {"name": "limit", "in": "query", "required": False,
+                         "description": f"How many refunds a page holds at most (default {DEFAULT_LIMIT}).",
+                         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                                    "default": DEFAULT_LIMIT}},
+                        {"name": "cursor", "in": "query", "required": False,
+                         "description": "Where the page starts: opaque, taken from the previous page's `next`. "
+                                        "Absent: the start of the queue.",
+                         "schema": {"type": "string", "pattern": CURSOR_PATTERN}},
+                    ],
                     "responses": {
-                        "200": _ok("The queue.", {
+                        "200": _ok("One page of the queue.", {
                             "type": "object",
-                            "required": ["pending", "count"],
-                            "properties": {"pending": {"type": "array", "items": pending_item},
-                                           "count": {"type": "integer"}},
+                            "required": ["pending", "count", "next"],
+                            "properties": {
+                                "pending": {"type": "array", "items": pending_item, "maxItems": MAX_LIMIT},
+                                "count": {"type": "integer", "minimum": 0,
+                                          "description": "How many refunds wait for a decision in the whole "
+                                                         "queue (all pages), when this page was read."},
+                                "next": {"type": ["string", "null"],
+                                         "description": "The path and query of the next page; null on the last "
+                                                        "page."},
+                            },
                         }),
+                        "400": _error("`invalid_request`: `limit` or `cursor` is malformed or out of range; "
+                                      "`message` names it."),
                         **AUTH_ERRORS,
                     },
                 }
@@ -484,7 +538,8 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Revoke an approver's token at once (admins only).",
                     "security": [{"approverToken": []}],
                     "parameters": [{"name": "name", "in": "path", "required": True,
-                                    "schema": {"type": "string", "minLength": 1, "maxLength": 100}}],
+                                    "schema": {"type": "string", "minLength": 1,
+                                               "maxLength": limits.APPROVER_NAME}}],
                     "responses": {
                         "200": _ok("Revoked.", {"type": "object", "required": ["name", "revoked"],
                                                 "properties": {"name": {"type": "string"},
@@ -510,7 +565,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
                         "type": "object",
                         "properties": {"action": {"enum": ["approve", "reject"]}, "csrf_token": {"type": "string"},
-                                       "note": {"type": "string", "maxLength": 2000}},
+                                       "note": {"type": "string", "maxLength": limits.NOTE}},
                     }}}},
                     "responses": {"200": HTML("The outcome."), "400": HTML("No action chosen."),
                                   "403": HTML("Missing or wrong CSRF token."),
@@ -526,7 +581,7 @@ def openapi_document() -> dict[str, Any]:
                     "security": [],
                     "parameters": [{"name": "Stripe-Signature", "in": "header", "required": True,
                                     "schema": {"type": "string"}}],
-                    "requestBody": _json_body(_body_schema(StripeEvent)),
+                    "requestBody": _json_body(_stripe_event_schema()),
                     "responses": {
                         "200": _ok("Received.", {
                             "type": "object",
@@ -534,8 +589,11 @@ def openapi_document() -> dict[str, Any]:
                             "properties": {"received": {"const": True},
                                            "result": {"enum": ["applied", "ignored", "duplicate"]}},
                         }),
-                        "400": _error("`invalid_signature`, or `invalid_event` (signed, but not a Stripe event; "
-                                      "`message` names the field)."),
+                        **BODY_ERRORS,
+                        "400": _error("`invalid_signature`, `invalid_json` (signed, but not JSON, or with a repeated "
+                                      "key, NaN or Infinity), or `invalid_event` (signed JSON, but not a Stripe event "
+                                      "this service can store: a field missing, of the wrong type or too long; "
+                                      "`message` names it)."),
                         "409": _error("`event_too_early`: about a refund of ours not recorded yet; Stripe retries."),
                         "503": _error("`webhooks_not_configured`: STRIPE_WEBHOOK_SECRET is unset."),
                     },

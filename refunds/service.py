@@ -543,11 +543,13 @@ class RefundService:
 
     # -- reading ------------------------------------------------------------------------
 
-    def pending(self, limit: int = 500) -> list[dict[str, Any]]:
-        """The approval queue, oldest first, as plain dicts with money as `Money`."""
+    def pending(self, limit: int, after: tuple[datetime, int] | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Up to `limit` entries of the approval queue after position `after` (requested_at, pending id), oldest
+        first, as plain dicts; and how many entries the whole queue has."""
         with self.db.transaction() as conn:
-            rows = store.list_pending(conn, limit)
-        return [dict(row._mapping) for row in rows]
+            rows = store.list_pending(conn, limit, after)
+            total = store.count_pending(conn)
+        return [dict(row._mapping) for row in rows], total
 
     def history(self, request_id: int) -> dict[str, Any]:
         """One request with its approval, Stripe refunds and audit trail. Raises RequestNotFound."""

@@ -10,7 +10,6 @@ limit, their own request, their second click) are shown to the clicker alone.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -25,9 +24,9 @@ from flask import Blueprint, Response, current_app, request
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
-from . import approvers, slack_text
+from . import approvers, json_body, limits, slack_text
 from .config import Settings
-from .errors import NotPending, RefundError, RequestNotFound
+from .errors import InvalidJson, NotPending, RefundError, RequestNotFound
 from .http_errors import error_response
 from .notifier import (
     APPROVE_ACTION,
@@ -47,9 +46,9 @@ bp = Blueprint("slack_interactions", __name__)
 # Interactions Slack may send to the same Request URL that are not for us: acknowledged, ignored.
 OTHER_INTERACTIONS = frozenset({"view_submission", "view_closed", "shortcut", "message_action",
                                 "block_suggestion", "interactive_message", "dialog_submission"})
-SLACK_USER_ID = re.compile(r"[A-Z0-9]{1,50}")
+SLACK_USER_ID = re.compile(rf"[A-Z0-9]{{1,{limits.SLACK_USER_ID}}}")
 PENDING_ID = re.compile(r"[0-9]{1,10}")
-MAX_REASON_LENGTH = 2000  # as the API's rejection note
+MAX_REASON_LENGTH = limits.NOTE  # as the API's rejection note
 
 
 class BadPayload(Exception):
@@ -149,9 +148,9 @@ def read_click(body: bytes) -> Click | None:
     if len(fields) != 1:
         raise BadPayload("The body must be form-encoded with one `payload` field holding JSON.")
     try:
-        payload = json.loads(fields[0])
-    except (ValueError, RecursionError):
-        raise BadPayload("`payload` is not JSON.") from None
+        payload = json_body.loads(fields[0], what="its text")
+    except InvalidJson as exc:
+        raise BadPayload(f"`payload` is not JSON this service accepts: {exc.message}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
         raise BadPayload("`payload` must be a JSON object with a `type`.")
     if payload["type"] in OTHER_INTERACTIONS:

@@ -10,7 +10,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, and_, case, func, insert, select, update
+from sqlalchemy import Connection, Row, Table, and_, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .tables import (
@@ -181,8 +181,12 @@ def decide_pending(
     ).rowcount == 1
 
 
-def list_pending(conn: Connection, limit: int) -> list[Row[Any]]:
-    """The approval queue, oldest first, with the request's details."""
+def list_pending(conn: Connection, limit: int, after: tuple[datetime, int] | None = None) -> list[Row[Any]]:
+    """Up to `limit` entries of the approval queue, oldest first (requested_at, then id), with the request's details.
+
+    `after` is a queue position (requested_at, pending id): only entries after it are listed (keyset pagination,
+    so that a page never repeats or skips an entry because others were decided meanwhile).
+    """
     query = (
         select(
             pending_refunds.c.id.label("pending_id"),
@@ -203,7 +207,17 @@ def list_pending(conn: Connection, limit: int) -> list[Row[Any]]:
         .order_by(pending_refunds.c.requested_at, pending_refunds.c.id)
         .limit(limit)
     )
+    if after is not None:
+        at, pending_id = after
+        query = query.where(or_(pending_refunds.c.requested_at > at,
+                                and_(pending_refunds.c.requested_at == at, pending_refunds.c.id > pending_id)))
     return list(conn.execute(query))
+
+
+def count_pending(conn: Connection) -> int:
+    """How many refunds wait for a decision."""
+    return int(conn.execute(select(func.count()).select_from(pending_refunds)
+                            .where(pending_refunds.c.status == "pending")).scalar_one())
 
 
 def insert_log(conn: Connection, values: dict[str, Any]) -> None:

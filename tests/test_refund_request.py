@@ -129,7 +129,9 @@ def test_body_that_is_not_json_gets_a_json_error(client: FlaskClient, intake_hea
     response = client.post("/refund-request", data=b"{not json", headers=intake_headers,
                            content_type="application/json")
     assert response.status_code == 400
-    assert response.get_json() == {"error": "invalid_json", "message": "The request body must be a JSON object."}
+    # Not "must be a JSON object" any more: a syntax error says what and where (issue 7).
+    assert response.get_json() == {"error": "invalid_json", "message": "The request body is not valid JSON: "
+                                   "Expecting property name enclosed in double quotes at line 1 column 2."}
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-token-wrong-token", "Basic abc", "Bearer "])
