@@ -25,7 +25,7 @@ LINK_PATH = re.compile(r"/approval-links/[^/?\s]+")
 SANDBOX_STRIPE_KEY = "sk_test_sandbox_standin"  # only the local stand-in accepts it
 
 
-class _AccessLog(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no types
+class AccessLog(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no types
     """gunicorn's access log, with approval link tokens cut out: an unspent link is a credential."""
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         "worker_class": "gthread",
         "threads": args.threads,
         "accesslog": "-",
-        "logger_class": _AccessLog,
+        "logger_class": AccessLog,
         "control_socket_disable": True,
     }
     _Gunicorn(options).run()

@@ -22,6 +22,10 @@ from refunds.service import utcnow
 from refunds.tables import metadata
 from tests.fakes import FakeClock, FakeGateway, FakeNotifier
 
+# The developer's `.env` is theirs, not the tests': `flask` subprocesses (and deploy/gunicorn.conf.py)
+# must not read it. create_app() never does; this is Flask's own switch for its command line.
+os.environ["FLASK_SKIP_DOTENV"] = "1"
+
 INTAKE_TOKEN = "intake-test-token-0123456789"
 WEBHOOK_SECRET = "whsec_test_webhook_secret_0123456789"
 # Standard Webhooks secret for signed intake (the example secret of the Standard Webhooks documentation).
