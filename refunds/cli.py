@@ -12,6 +12,7 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import IntegrityError
 
 from . import approvers
+from .db import current_revision
 from .errors import RefundError
 from .money import Money
 from .service import Actor, RefundService, utcnow
@@ -27,9 +28,12 @@ def _service() -> RefundService:
 
 @db_cli.command("upgrade")
 def db_upgrade() -> None:
-    """Apply all pending migrations (forward only)."""
-    _service().db.upgrade()
-    click.echo("database is up to date")
+    """Apply all pending migrations (forward only) and say which."""
+    db = _service().db
+    applied = db.upgrade()
+    if applied:
+        click.echo("applied " + ", ".join(applied))
+    click.echo(f"database is at {current_revision(db.engine)}" + ("" if applied else ", nothing to apply"))
 
 
 SLACK_USER_HELP = "Slack member id (U... or W...: profile, \u22ee, Copy member ID) whose buttons act as NAME"

@@ -68,3 +68,58 @@ def test_a_env_file_in_the_repository_root_does_not_change_the_test_run(tmp_path
     assert result.returncode == 0, result.stdout[-4000:]
     assert " failed" not in result.stdout and " passed" in result.stdout
     assert not (copy / "from-dotenv.db").exists()
+
+
+def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`flask --app app ARGS` as an operator runs it, on a SQLite file in tmp_path."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "FLASK_SKIP_DOTENV": "1",
+           "STRIPE_SECRET_KEY": "sk_test_cli", "INTAKE_TOKEN": "x" * 32, "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_first_start_says_in_one_line_which_migrations_it_applied_and_later_ones_say_nothing(
+    tmp_path: Path
+) -> None:
+    first = cli(tmp_path, "approvers", "list")
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.splitlines() == [line for line in first.stderr.splitlines() if "refunds.db" in line]
+    [line] = first.stderr.splitlines()
+    assert "database migrated: applied 0001 (initial schema), 0002 (" in line
+    assert "alembic" not in first.stderr
+    again = cli(tmp_path, "approvers", "list")
+    assert (again.returncode, again.stderr) == (0, "")
+
+
+def test_db_upgrade_names_what_it_applied_and_says_when_there_was_nothing(tmp_path: Path) -> None:
+    from refunds.db import Database
+
+    db = Database(f"sqlite:///{tmp_path}/fresh.db")
+    try:
+        applied = db.upgrade()
+        assert [name.split()[0] for name in applied][:3] == ["0001", "0002", "0003"]
+        assert applied[0] == "0001 (initial schema)"
+        assert db.upgrade() == []
+    finally:
+        db.dispose()
+    again = cli(tmp_path, "db", "upgrade")
+    assert again.stdout.strip().endswith("nothing to apply"), again.stdout
+
+
+def test_skipped_tests_are_summed_up_once_per_reason_and_failures_come_last(tmp_path: Path) -> None:
+    (tmp_path / "test_sample.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.parametrize('n', range(5))\n"
+        "def test_skipped(n):\n    pytest.skip('no database here')\n"
+        "def test_fails():\n    assert 1 == 2\n")
+    (tmp_path / "conftest.py").write_text("from tests.conftest import pytest_terminal_summary  # noqa: F401\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-c",
+                             str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path), str(tmp_path)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    lines = result.stdout.splitlines()
+    assert [line.strip() for line in lines if "no database here" in line] == ["5 x no database here"], result.stdout
+    assert not [line for line in lines if line.startswith("SKIPPED")]
+    failed = next(i for i, line in enumerate(lines) if line.startswith("FAILED"))
+    grouped = next(i for i, line in enumerate(lines) if "no database here" in line)
+    assert grouped < failed
