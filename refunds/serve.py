@@ -12,13 +12,14 @@ import argparse
 import logging
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 from gunicorn import glogging  # type: ignore[import-untyped]
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
 from .config import ConfigError, load_settings, read_dotenv
-from .sandbox import SANDBOX_STRIPE_KEY, Sandbox
+from .sandbox import SANDBOX_DIR, SANDBOX_STRIPE_KEY, Sandbox
 from .sandbox import start as start_sandbox
 
 log = logging.getLogger("refunds.serve")
@@ -90,11 +91,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--sandbox-dir", type=Path, default=SANDBOX_DIR,
+                        help="where the sandbox keeps its database, Stripe state and tokens (default: sandbox/)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     read_dotenv()
     if not os.environ.get("STRIPE_SECRET_KEY", "").strip():
-        sandbox, _stand_in = start_sandbox(f"http://127.0.0.1:{args.port}")
+        sandbox, _stand_in = start_sandbox(f"http://127.0.0.1:{args.port}", args.sandbox_dir.resolve())
         log.warning(banner(sandbox, args.port))
     try:
         load_settings()  # here, once: a bad setting in a worker would make gunicorn restart it for ever
