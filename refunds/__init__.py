@@ -53,8 +53,7 @@ def create_app(
     _configure_logging()
 
     db = Database(settings.database_url)
-    if settings.is_sqlite:
-        db.upgrade()
+    migrated = db.upgrade() if settings.is_sqlite else []
     if gateway is None:
         gateway = StripeGateway(
             settings.stripe_secret_key,
@@ -81,6 +80,7 @@ def create_app(
     app = Flask(__name__)
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
     app.extensions["refund_service"] = service
+    app.extensions["migrations_applied_at_start"] = migrated
     app.extensions["refund_worker"] = worker
     app.extensions["refund_lifecycle"] = lifecycle
     app.extensions["intake_auth"] = IntakeAuth(token=settings.intake_token,

@@ -30,7 +30,8 @@ def _service() -> RefundService:
 def db_upgrade() -> None:
     """Apply all pending migrations (forward only) and say which."""
     db = _service().db
-    applied = db.upgrade()
+    # On SQLite, create_app() has already applied them: say so rather than "nothing to apply".
+    applied = [*current_app.extensions.get("migrations_applied_at_start", []), *db.upgrade()]
     if applied:
         click.echo("applied " + ", ".join(applied))
     click.echo(f"database is at {current_revision(db.engine)}" + ("" if applied else ", nothing to apply"))

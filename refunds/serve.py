@@ -70,7 +70,7 @@ def banner(sandbox: Sandbox, port: int) -> str:
     ch_demo_pi / pi_demo_large (120.00 EUR)   and the same again as ..._2 and ..._3
     ch_demo_refunded (already refunded)   ch_demo_disputed (disputed)
   Database: {sandbox.database_url} (the sandbox's own, never another){replaced}
-  Everything is kept in {sandbox.directory}/ across restarts; `make clean` starts afresh.
+  Everything is kept in {sandbox.directory}/ across restarts; `make sandbox-clean` starts afresh.
 
   export INTAKE_TOKEN={sandbox.intake_token}
   export APPROVER_TOKEN={sandbox.approver_token}
