@@ -102,6 +102,8 @@ def test_db_upgrade_names_what_it_applied_and_says_when_there_was_nothing(tmp_pa
         assert db.upgrade() == []
     finally:
         db.dispose()
+    first = cli(tmp_path, "db", "upgrade")
+    assert first.stdout.startswith("applied 0001 (initial schema), 0002 ("), first.stdout
     again = cli(tmp_path, "db", "upgrade")
     assert again.stdout.strip().endswith("nothing to apply"), again.stdout
 
