@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: help run test lint bench clean sandbox-clean
+.PHONY: help run test lint bench clean sandbox-clean demo-charge
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ lint: $(BIN)/.installed ## ruff and mypy only
 
 bench: $(BIN)/.installed ## throughput and latency under gunicorn against the Stripe stand-in (bench/load.py)
 	$(BIN)/python bench/load.py
+
+demo-charge: $(BIN)/.installed ## a new charge in the running sandbox: make demo-charge AMOUNT=20000 CURRENCY=usd
+	$(BIN)/python -m refunds.sandbox charge $(or $(AMOUNT),20000) $(or $(CURRENCY),usd)
 
 sandbox-clean: ## forget the sandbox: its database, Stripe stand-in state and tokens (sandbox/)
 	rm -rf sandbox

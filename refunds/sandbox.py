@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,57 @@ def seed_demo(stand_in: Any) -> None:
                 stand_in.add_charge(amount, currency, charge_id=charge_id, **options)
 
 
+def add_charge(amount: int, currency: str, directory: Path = SANDBOX_DIR) -> dict[str, Any]:
+    """Create a charge on the running sandbox's stand-in (POST /v1/charges, as in Stripe's test mode).
+
+    Raises `SandboxNotRunning` when no sandbox answers; ValueError when the stand-in refuses.
+    """
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    port = _read(directory / "credentials.json").get("stripe_port")
+    if not port:
+        raise SandboxNotRunning("no sandbox has run here yet: start it with `make run`")
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/charges", method="POST",
+        data=urllib.parse.urlencode({"amount": amount, "currency": currency}).encode(),
+        headers={"Authorization": f"Bearer {SANDBOX_STRIPE_KEY}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            charge: dict[str, Any] = json.loads(answer.read())
+            return charge
+    except urllib.error.HTTPError as exc:
+        raise ValueError(json.loads(exc.read())["error"]["message"]) from None
+    except OSError:
+        raise SandboxNotRunning("the sandbox is not running: start it with `make run`") from None
+
+
+class SandboxNotRunning(Exception):
+    """No sandbox answers on the port its last run used."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m refunds.sandbox charge AMOUNT [CURRENCY]`: a new demo charge in the running sandbox."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m refunds.sandbox", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    charge = commands.add_parser("charge", help="add a charge to the running sandbox's Stripe stand-in")
+    charge.add_argument("amount", type=int, help="in minor units (cents; yen for JPY)")
+    charge.add_argument("currency", nargs="?", default="usd")
+    charge.add_argument("--sandbox-dir", type=Path, default=SANDBOX_DIR, help="the sandbox's directory (sandbox/)")
+    args = parser.parse_args(argv)
+    try:
+        made = add_charge(args.amount, args.currency, args.sandbox_dir.resolve())
+    except (SandboxNotRunning, ValueError) as exc:
+        parser.exit(1, f"{exc}\n")
+    from .money import Money
+
+    sys.stdout.write(f"{made['id']}  {Money(made['amount'], made['currency'])}\n")
+    return 0
+
+
 def _start_on(stand_in: Any, port: int | None) -> str:
     """Listen on last run's port when it is free (the `sandbox-flask` alias names it), else any."""
     if port:
@@ -136,3 +188,7 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     temporary.write_text(json.dumps(data, indent=1))
     temporary.chmod(0o600)  # tokens
     os.replace(temporary, path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -68,7 +68,7 @@ def banner(sandbox: Sandbox, port: int) -> str:
   Stripe is the in-repo stand-in at {sandbox.stripe_url} with demo charges:
     ch_demo_small (25.00 USD)   ch_demo_large (200.00 USD)   ch_demo_jpy (1,500 JPY)
     ch_demo_pi / pi_demo_large (120.00 EUR)   and the same again as ..._2 and ..._3
-    ch_demo_refunded (already refunded)   ch_demo_disputed (disputed)
+    ch_demo_refunded (already refunded)   ch_demo_disputed (disputed)   more: make demo-charge AMOUNT=30000
   Database: {sandbox.database_url} (the sandbox's own, never another){replaced}
   Everything is kept in {sandbox.directory}/ across restarts; `make sandbox-clean` starts afresh.
 

@@ -1144,3 +1144,20 @@ class PersistentStripeStandIn(StripeStandIn):
         finally:
             if handler.command.upper() == "POST":
                 self.save()
+
+    def _route(self, method: str, path: str) -> tuple[Any, tuple[str, ...]] | None:
+        if method == "POST" and path == "/v1/charges":
+            return self._create_charge, ()
+        return super()._route(method, path)
+
+    def _create_charge(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/charges`` (``amount``, ``currency``; ``source`` and ``description`` ignored): a
+        succeeded charge, as Stripe's test mode makes with ``source=tok_visa``. For ``make demo-charge``."""
+        _check_params(params, {"amount", "currency", "source", "description"})
+        amount = _parse_int(params.get("amount"), "amount", minimum=1)
+        if amount is None:
+            raise _validation_error("Missing required param: amount.", code="parameter_missing", param="amount")
+        currency = _optional_string(params, "currency")
+        if currency is None or not re.fullmatch(r"[A-Za-z]{3}", currency):
+            raise _validation_error("Missing or invalid currency.", code="parameter_missing", param="currency")
+        return self.add_charge(amount, currency)

@@ -134,3 +134,12 @@ def test_a_restarted_sandbox_carries_on_with_the_same_tokens_links_charges_and_r
     assert post(third, "/refund-request", {"charge_id": "ch_demo_small", "amount": 1}, third.intake_token
                 ).json()["error"] == "charge_already_refunded"
     assert post(third, "/refund-request", {"charge_id": "ch_demo_large_2"}, third.intake_token).status_code == 202
+
+    added = subprocess.run([sys.executable, "-m", "refunds.sandbox", "charge", "30000", "eur", "--sandbox-dir",
+                            str(tmp_path / "sandbox")], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                           check=False)
+    assert added.returncode == 0, added.stderr
+    charge_id, shown = added.stdout.split(maxsplit=1)
+    assert shown.strip() == "300.00 EUR"
+    waiting = post(third, "/refund-request", {"charge_id": charge_id}, third.intake_token)
+    assert (waiting.status_code, waiting.json()["status"]) == (202, "pending_approval")
