@@ -6,7 +6,7 @@ approver, all kept in one directory so that a restart carries on where the last 
 and `credentials.json` (the intake token, the approval link secret, the demo approver's token and
 the stand-in's port: the tokens a user exported, and the links they opened, stay valid).
 
-The sandbox never uses another database: DATABASE_URL, STRIPE_API_BASE and the intake settings
+The sandbox never uses another database: DATABASE_URL, STRIPE_API_BASE, the intake and the link settings
 from the environment or `.env` are replaced, and the banner says so.
 """
 
