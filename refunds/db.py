@@ -21,7 +21,6 @@ logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 from alembic import command  # noqa: E402  (after the logging levels above)
 from alembic.config import Config  # noqa: E402
 from alembic.runtime.migration import MigrationContext  # noqa: E402
-from alembic.script import ScriptDirectory  # noqa: E402
 from sqlalchemy import Connection, Engine, create_engine, event, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
@@ -111,15 +110,12 @@ def upgrade(engine: Engine) -> list[str]:
     one line; empty (and silent) when the schema was already at head.
     """
     config = alembic_config(engine)
-    before = current_revision(engine)
+    applied: list[str] = []
+    config.attributes["applied"] = applied  # filled by migrations/env.py as each one runs
     command.upgrade(config, "head")
-    after = current_revision(engine)
-    if after == before:
-        return []
-    script = ScriptDirectory.from_config(config)
-    applied = [f"{r.revision} ({r.doc})" for r in reversed(list(script.iterate_revisions(after, before or "base")))]
-    log.info("database migrated: applied %s", ", ".join(applied))
-    return applied
+    if applied:
+        log.info("database migrated: applied %s", ", ".join(applied))
+    return list(applied)
 
 
 def current_revision(engine: Engine) -> str | None:
