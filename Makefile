@@ -1,10 +1,13 @@
-# `make run`: set everything up and serve on the embedded SQLite default (sandbox without a Stripe key).
-# `make test`: set everything up, run ruff and mypy, then the whole suite (PostgreSQL too when TEST_DATABASE_URL is set).
+# `make help` lists the targets. Every command here runs from .venv (made on first use); none needs an
+# activated virtualenv.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: help run test lint bench clean sandbox-clean demo-charge
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,17 +15,26 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-run: $(BIN)/.installed
+run: $(BIN)/.installed ## serve on http://127.0.0.1:5000 (PORT=...): the sandbox without STRIPE_SECRET_KEY
 	$(BIN)/python -m refunds.serve
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed ## ruff, mypy and the whole suite (PostgreSQL too when TEST_DATABASE_URL is set)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-lint: $(BIN)/.installed
+lint: $(BIN)/.installed ## ruff and mypy only
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+bench: $(BIN)/.installed ## throughput and latency under gunicorn against the Stripe stand-in (bench/load.py)
+	$(BIN)/python bench/load.py
+
+demo-charge: $(BIN)/.installed ## a new charge in the running sandbox: make demo-charge AMOUNT=20000 CURRENCY=usd
+	$(BIN)/python -m refunds.sandbox charge $(or $(AMOUNT),20000) $(or $(CURRENCY),usd)
+
+sandbox-clean: ## forget the sandbox: its database, Stripe stand-in state and tokens (sandbox/)
+	rm -rf sandbox
+
+clean: sandbox-clean ## remove .venv, the caches and the sandbox's data
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

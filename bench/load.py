@@ -1,6 +1,6 @@
 """Throughput and latency of POST /refund-request on the real service, against the Stripe stand-in.
 
-Starts the Stripe stand-in in this process, gunicorn ('app:create_app()') on a free loopback
+Starts the Stripe stand-in in this process, gunicorn (deploy/gunicorn.conf.py) on a free loopback
 port on a fresh database, then sends a bounded number of auto-approved refund requests from a
 few client threads, and prints requests per second and latency percentiles.
 
@@ -56,14 +56,15 @@ def main() -> None:
     stripe.start()
     charges = [stripe.add_charge(1_000_000, "usd")["id"] for _ in range(args.clients)]
     env = {**os.environ, "STRIPE_SECRET_KEY": KEY, "STRIPE_API_BASE": stripe.base_url, "INTAKE_TOKEN": TOKEN,
-           "DATABASE_URL": database_url, "SLACK_WEBHOOK_URL": "", "WORKER_POLL_SECONDS": "0.2"}
+           "DATABASE_URL": database_url, "SLACK_WEBHOOK_URL": "", "WORKER_POLL_SECONDS": "0.2",
+           "FLASK_SKIP_DOTENV": "1"}  # the production gunicorn config; never the developer's .env
     if not database_url.startswith("sqlite"):
         subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=ROOT, env=env,
                        check=True, capture_output=True)
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "app:create_app()", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(args.workers), "--threads", "4", "--no-control-socket", "--log-level", "warning"],
+        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(args.workers), "--log-level", "warning"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/server.log", "wb"),
         start_new_session=True,
     )

@@ -7,7 +7,6 @@ import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from dotenv import load_dotenv
 from flask import Flask
 
 from .config import ConfigError, Settings, load_settings
@@ -29,7 +28,8 @@ def create_app(
     notifier: Any | None = None,
     clock: Any | None = None,
 ) -> Flask:
-    """Build the application. Without `settings`, reads `.env` and the environment.
+    """Build the application. Without `settings`, reads the environment (never `.env`: the entry
+    points that want it read it first, see `config.read_dotenv`).
 
     `gateway` and `notifier` replace Stripe and Slack (tests pass fakes). A missing or
     malformed setting exits with one line naming the variable. On the embedded SQLite
@@ -46,7 +46,6 @@ def create_app(
     from .worker import Worker
 
     if settings is None:
-        load_dotenv()
         try:
             settings = load_settings()
         except ConfigError as exc:
@@ -54,8 +53,7 @@ def create_app(
     _configure_logging()
 
     db = Database(settings.database_url)
-    if settings.is_sqlite:
-        db.upgrade()
+    migrated = db.upgrade() if settings.is_sqlite else []
     if gateway is None:
         gateway = StripeGateway(
             settings.stripe_secret_key,
@@ -82,6 +80,7 @@ def create_app(
     app = Flask(__name__)
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
     app.extensions["refund_service"] = service
+    app.extensions["migrations_applied_at_start"] = migrated
     app.extensions["refund_worker"] = worker
     app.extensions["refund_lifecycle"] = lifecycle
     app.extensions["intake_auth"] = IntakeAuth(token=settings.intake_token,
@@ -126,11 +125,12 @@ def _notifier(settings: Settings, db: Database, links: ApprovalLinks | None) -> 
     from .notifier import LogNotifier, SlackNotifier
 
     source = None
-    if links is not None and links.base_url and settings.slack_approval_links:
-        source = _approval_link_source(db, links, settings.two_person_threshold)
-    elif links is not None:
-        logging.getLogger(__name__).warning(
-            "APPROVAL_LINK_SECRET is set but PUBLIC_BASE_URL is not: Slack messages carry no approval links")
+    if links is not None and settings.slack_approval_links:
+        if links.base_url:
+            source = _approval_link_source(db, links, settings.two_person_threshold)
+        else:
+            logging.getLogger(__name__).warning(
+                "SLACK_APPROVAL_LINKS is on but PUBLIC_BASE_URL is not set: Slack messages carry no approval links")
     options: dict[str, Any] = {
         "base_url": settings.public_base_url, "approval_links": source,
         "escalation_mention": settings.slack_escalation_mention,

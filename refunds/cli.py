@@ -12,6 +12,7 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import IntegrityError
 
 from . import approvers
+from .db import current_revision
 from .errors import RefundError
 from .limits import SLACK_USER_ID_PATTERN
 from .money import Money
@@ -28,9 +29,13 @@ def _service() -> RefundService:
 
 @db_cli.command("upgrade")
 def db_upgrade() -> None:
-    """Apply all pending migrations (forward only)."""
-    _service().db.upgrade()
-    click.echo("database is up to date")
+    """Apply all pending migrations (forward only) and say which."""
+    db = _service().db
+    # On SQLite, create_app() has already applied them: say so rather than "nothing to apply".
+    applied = [*current_app.extensions.get("migrations_applied_at_start", []), *db.upgrade()]
+    if applied:
+        click.echo("applied " + ", ".join(applied))
+    click.echo(f"database is at {current_revision(db.engine)}" + ("" if applied else ", nothing to apply"))
 
 
 EMAIL_HELP = "an email address of NAME's: refunds requested by it are ones NAME may not approve"

@@ -19,6 +19,23 @@ DEFAULT_AUTO_APPROVE_THRESHOLD = 5000
 MIN_SECRET_LENGTH = 16
 
 
+def read_dotenv() -> None:
+    """Add the variables of `.env` in the working directory (or a parent) to `os.environ`.
+
+    Called by the entry points (`make run`, `deploy/gunicorn.conf.py`; the `flask` command reads
+    `.env` itself), never by `create_app()`: a test, or any code that builds the app, sees only
+    its own environment. Variables already set win. `FLASK_SKIP_DOTENV=1` (Flask's own switch,
+    which the test suite sets) skips it here too.
+    """
+    from dotenv import find_dotenv, load_dotenv
+
+    if os.environ.get("FLASK_SKIP_DOTENV", "").strip().lower() in {"1", "true", "yes"}:
+        return
+    path = find_dotenv(usecwd=True)
+    if path:
+        load_dotenv(path)
+
+
 class ConfigError(Exception):
     """A required setting is missing or malformed; the message names the variable."""
 

@@ -13,10 +13,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+# Alembic announces each of its plugins when imported, and how it runs at every upgrade, at INFO:
+# ten lines at each start and two on every CLI command. upgrade() says what it applied instead.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+
+from alembic import command  # noqa: E402  (after the logging levels above)
+from alembic.config import Config  # noqa: E402
+from alembic.runtime.migration import MigrationContext  # noqa: E402
+from sqlalchemy import Connection, Engine, create_engine, event, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +85,10 @@ class Database:
             log.warning("database ping failed", exc_info=True)
             return False
 
-    def upgrade(self) -> None:
-        """Apply every migration not yet applied (forward only)."""
-        upgrade(self.engine)
+    def upgrade(self) -> list[str]:
+        """Apply every migration not yet applied (forward only). Returns what was applied, as
+        `revision (description)`, oldest first; empty when the schema was already at head."""
+        return upgrade(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -96,6 +103,24 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return config
 
 
-def upgrade(engine: Engine) -> None:
-    """Run `alembic upgrade head` on `engine`. Safe to call from several processes at once."""
-    command.upgrade(alembic_config(engine), "head")
+def upgrade(engine: Engine) -> list[str]:
+    """Run `alembic upgrade head` on `engine`. Safe to call from several processes at once.
+
+    Returns the migrations applied, oldest first, as `revision (description)`, and logs them in
+    one line; empty (and silent) when the schema was already at head.
+    """
+    config = alembic_config(engine)
+    applied: list[str] = []
+    config.attributes["applied"] = applied  # filled by migrations/env.py as each one runs
+    command.upgrade(config, "head")
+    if applied:
+        log.info("database migrated: applied %s", ", ".join(applied))
+    return list(applied)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema's migration revision, None for an empty database."""
+    with engine.connect() as conn:
+        revision: str | None = MigrationContext.configure(conn).get_current_revision()
+        conn.rollback()
+    return revision

@@ -43,6 +43,7 @@ import binascii
 import copy
 import json
 import logging
+import os
 import re
 import secrets
 import string
@@ -51,6 +52,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -435,6 +437,36 @@ class StripeStandIn(StandInServerBase):
                 else:
                     charges.append(self.add_charge(amount, currency, charge_id=charge_id, **options))
         return charges
+
+    def export_state(self) -> dict[str, Any]:
+        """Charges, payment intents, refunds and saved idempotent answers, as JSON-ready data.
+
+        Not exported: recorded requests, faults, refund statuses to come. ``import_state`` reads it back.
+        """
+        with self._lock:
+            return copy.deepcopy({
+                "charges": self._charges,
+                "payment_intents": self._payment_intents,
+                "refunds": self._refunds,
+                "refund_creations": self._refund_creations,
+                "idempotent": {
+                    key: {"fingerprint": saved.fingerprint, "status": saved.reply.status,
+                          "body": saved.reply.body.decode("utf-8"), "headers": saved.reply.headers}
+                    for key, saved in dict(self._idempotent).items()
+                },
+            })
+
+    def import_state(self, state: Mapping[str, Any]) -> None:
+        """Replace charges, payment intents, refunds and idempotent answers with ``export_state()``'s."""
+        with self._lock:
+            self._charges = copy.deepcopy(dict(state["charges"]))
+            self._payment_intents = copy.deepcopy(dict(state["payment_intents"]))
+            self._refunds = copy.deepcopy(dict(state["refunds"]))
+            self._refund_creations = int(state["refund_creations"])
+            self._idempotent.clear()
+            for key, saved in state["idempotent"].items():
+                reply = _Reply(saved["status"], saved["body"].encode("utf-8"), dict(saved["headers"]))
+                self._idempotent[key] = _SavedResult(saved["fingerprint"], reply)
 
     def reset(self) -> None:
         """Forget all charges, refunds, recorded requests, faults and idempotency keys."""
@@ -1085,8 +1117,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Stand-in for the Stripe API subset used by the refund service.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
-    parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="the API key to accept")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0 picks a free port")
+    parser.add_argument("--api-key", default=DEFAULT_API_KEY, help=f"the API key to accept (default {DEFAULT_API_KEY})")
     parser.add_argument("--demo", action="store_true", help="create the demo charges")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
@@ -1099,7 +1131,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("standins").setLevel(logging.DEBUG)
 
     standin = StripeStandIn(api_key=args.api_key)
-    url = standin.start(args.host, args.port)
+    try:
+        url = standin.start(args.host, args.port)
+    except OSError as exc:
+        logger.error("cannot listen on %s:%d: %s (choose another with --port, or --port 0 for a free one)",
+                     args.host, args.port, exc.strerror or exc)
+        return 1
     shown_key = args.api_key if args.api_key == DEFAULT_API_KEY else mask_api_key(args.api_key)
     logger.info("Stripe stand-in listening on %s (API key %s)", url, shown_key)
     if args.demo:
@@ -1126,3 +1163,48 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+class PersistentStripeStandIn(StripeStandIn):
+    """A stand-in that keeps its state in ``state_file``: read at creation, written after every POST.
+
+    For the ``make run`` sandbox, whose database outlives a restart: without this a restart
+    forgets every refund the database remembers.
+    """
+
+    def __init__(self, api_key: str, state_file: str | os.PathLike[str]) -> None:
+        super().__init__(api_key)
+        self.state_file = Path(state_file)
+        if self.state_file.exists():
+            self.import_state(json.loads(self.state_file.read_text()))
+
+    def save(self) -> None:
+        """Write the state atomically (a crash leaves the old file or the new one, never half)."""
+        with self._lock:
+            temporary = self.state_file.with_name(self.state_file.name + ".tmp")
+            temporary.write_text(json.dumps(self.export_state(), indent=1))
+            os.replace(temporary, self.state_file)
+
+    def _serve(self, handler: StandInRequestHandler) -> None:
+        try:
+            super()._serve(handler)
+        finally:
+            if handler.command.upper() == "POST":
+                self.save()
+
+    def _route(self, method: str, path: str) -> tuple[Any, tuple[str, ...]] | None:
+        if method == "POST" and path == "/v1/charges":
+            return self._create_charge, ()
+        return super()._route(method, path)
+
+    def _create_charge(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/charges`` (``amount``, ``currency``; ``source`` and ``description`` ignored): a
+        succeeded charge, as Stripe's test mode makes with ``source=tok_visa``. For ``make demo-charge``."""
+        _check_params(params, {"amount", "currency", "source", "description"})
+        amount = _parse_int(params.get("amount"), "amount", minimum=1)
+        if amount is None:
+            raise _validation_error("Missing required param: amount.", code="parameter_missing", param="amount")
+        currency = _optional_string(params, "currency")
+        if currency is None or not re.fullmatch(r"[A-Za-z]{3}", currency):
+            raise _validation_error("Missing or invalid currency.", code="parameter_missing", param="currency")
+        return self.add_charge(amount, currency)

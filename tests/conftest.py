@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,10 @@ from refunds.service import utcnow
 from refunds.tables import metadata
 from tests.fakes import FakeClock, FakeGateway, FakeNotifier
 
+# The developer's `.env` is theirs, not the tests': `flask` subprocesses (and deploy/gunicorn.conf.py)
+# must not read it. create_app() never does; this is Flask's own switch for its command line.
+os.environ["FLASK_SKIP_DOTENV"] = "1"
+
 INTAKE_TOKEN = "intake-test-token-0123456789"
 WEBHOOK_SECRET = "whsec_test_webhook_secret_0123456789"
 # Standard Webhooks secret for signed intake (the example secret of the Standard Webhooks documentation).
@@ -31,6 +36,20 @@ PG_SKIP_REASON = (
     "TEST_DATABASE_URL is unset, so the PostgreSQL run is skipped; "
     "set it to a postgresql+psycopg:// URL whose user may CREATE DATABASE (.ci/run does)"
 )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line per skip reason with its count, instead of one line per skipped test: without
+    TEST_DATABASE_URL, over a hundred identical lines buried the failures listed after them."""
+    reasons: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    if reasons:
+        terminalreporter.section("skipped, by reason")
+        for reason, count in reasons.most_common():
+            terminalreporter.line(f"{count:4d} x {reason}")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,19 @@ from standins.stripe_api import StripeStandIn
 from tests.conftest import INTAKE_TOKEN, STRIPE_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
+# The production command of the README: `.venv/bin/gunicorn -c deploy/gunicorn.conf.py`.
+PRODUCTION_ARGS = ("-c", "deploy/gunicorn.conf.py")
+# The command the README documented before deploy/gunicorn.conf.py existed.
+OLD_README_ARGS = ("app:create_app()", "--workers", "2", "--threads", "4")
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float = 30.0, what: str, every: float = 0.05) -> None:
+    """Return as soon as `condition()` holds; fail naming `what` when it still does not after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(every)
 
 
 def free_port() -> int:
@@ -78,6 +91,7 @@ def service_env(database_url: str, stripe: StripeStandIn, slack: SlackStandIn | 
         "DATABASE_URL": database_url,
         "WORKER_POLL_SECONDS": "0.1",
         "PYTHONUNBUFFERED": "1",
+        "FLASK_SKIP_DOTENV": "1",
         **extra,
     })
     if slack is not None:
@@ -85,30 +99,39 @@ def service_env(database_url: str, stripe: StripeStandIn, slack: SlackStandIn | 
     return env
 
 
-def start_gunicorn(env: dict[str, str], log_path: Path, *, workers: int = 2) -> tuple[str, subprocess.Popen[bytes]]:
-    """Start `gunicorn 'app:create_app()'` exactly as the README does; wait until /healthz answers."""
+def start_gunicorn(env: dict[str, str], log_path: Path, *, workers: int = 2,
+                   args: Sequence[str] | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start gunicorn on a free loopback port and wait until /healthz answers.
+
+    Without `args`, `gunicorn 'app:create_app()'` with `workers` workers of 4 threads; with `args`
+    (e.g. PRODUCTION_ARGS), exactly those, plus the port.
+    """
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
+    if args is None:
+        args = ["app:create_app()", "--workers", str(workers), "--threads", "4", "--access-logfile", "-",
+                "--graceful-timeout", "2", "--no-control-socket"]
     log = log_path.open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "app:create_app()", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers), "--threads", "4", "--access-logfile", "-", "--graceful-timeout", "2",
-         "--no-control-socket"],
+        [sys.executable, "-m", "gunicorn", *args, "--bind", f"127.0.0.1:{port}"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     log.close()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def healthy() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()}")
         try:
-            if requests.get(base_url + "/healthz", timeout=5).status_code == 200:
-                return base_url, process
+            return requests.get(base_url + "/healthz", timeout=5).status_code == 200
         except requests.RequestException:
-            pass  # still booting
-        time.sleep(0.1)
-    stop(process)
-    raise AssertionError(f"service did not become healthy:\n{log_path.read_text()}")
+            return False  # still booting
+
+    try:
+        wait_until(healthy, timeout=60, what=f"the service to answer /healthz (log: {log_path})")
+    except AssertionError:
+        stop(process)
+        raise
+    return base_url, process
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -4,7 +4,6 @@ the Stripe and Slack stand-ins, and what Stripe saw at the end."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +17,7 @@ from refunds.tables import refund_log, refund_requests
 from standins.slack_webhook import SlackStandIn
 from standins.stripe_api import StripeStandIn
 from tests.conftest import INTAKE_TOKEN
-from tests.e2e.conftest import Service, kill, service_env, start_gunicorn, stop
+from tests.e2e.conftest import Service, kill, service_env, start_gunicorn, stop, wait_until
 
 FAST = {"EXECUTION_LEASE_SECONDS": "2", "RETRY_BACKOFF_SECONDS": "0.5", "SLACK_TIMEOUT_SECONDS": "1",
         "STRIPE_TIMEOUT_SECONDS": "5"}
@@ -52,15 +51,6 @@ def db_rows(svc: Service, table: Any) -> list[Any]:
             return list(conn.execute(select(table).order_by(*table.primary_key.columns)))
     finally:
         engine.dispose()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def concurrently(n: int, call: Callable[[int], requests.Response]) -> list[requests.Response]:
@@ -155,7 +145,8 @@ def test_killed_after_stripe_refunded_and_before_our_commit_recovers_to_exactly_
     caller.start()
     wait_until(lambda: any(r["method"] == "POST" and r["path"] == "/v1/refunds" for r in stripe.requests)
                or stripe.pending_faults() == 0, what="the refund call to reach Stripe")
-    time.sleep(0.5)
+    wait_until(lambda: db_rows(svc, refund_requests)[0].status == "executing",
+               what="the request to be recorded as executing")
     assert svc.process is not None
     kill(svc.process)
     caller.join()
@@ -179,7 +170,9 @@ def test_requests_during_a_stripe_outage_are_answered_processing_then_executed_o
     stripe.stop()
     answers = [svc.post("/refund-request", {"charge_id": c["id"], "amount": 500}, INTAKE_TOKEN) for c in charges]
     assert [(a.status_code, a.json()["status"]) for a in answers] == [(202, "processing")] * 5
-    time.sleep(2)  # the worker keeps failing meanwhile
+    # The worker keeps trying meanwhile, and failing: each request is tried again at least once.
+    wait_until(lambda: all(r.attempts >= 2 and r.status != "succeeded" for r in db_rows(svc, refund_requests)),
+               what="the worker to retry every request while Stripe is down")
     stripe.start(port=port)
     wait_until(lambda: all(r.status == "succeeded" for r in db_rows(svc, refund_requests)), timeout=60,
                what="every request to execute")
@@ -220,8 +213,7 @@ def test_slack_failing_and_timing_out_for_the_whole_run_loses_no_notification(
     slack.set_timeout(3)
     approved = svc.post("/approve-refund", {"pending_id": pending["pending_id"]}, token)
     assert approved.status_code == 200  # Slack is never in the request path
-    time.sleep(2)
-    assert slack.attempts > 0
+    wait_until(lambda: slack.attempts >= 2, what="the worker to try Slack again while it is down")
     slack.set_up()
     messages = slack.wait_for(3, timeout=60)
     texts = [m["text"] for m in messages]

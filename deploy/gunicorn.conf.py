@@ -1,0 +1,60 @@
+"""gunicorn settings for production: `.venv/bin/gunicorn -c deploy/gunicorn.conf.py`, from the repository.
+
+It runs behind the buffering reverse proxy of `deploy/nginx.conf`. gunicorn's threads read a
+request's bytes as they arrive, so a client that sends one byte every few seconds holds a thread
+for as long as it likes: 8 such clients stalled `--workers 2 --threads 4` completely. nginx reads
+every request whole (headers within `client_header_timeout`, the body into its buffer) before it
+passes it on, so slow clients cost an nginx connection, not a thread here. That is why this binds
+to loopback only: nothing but the proxy should reach it.
+
+Settings given on the command line win over these (`--bind`, `--workers`, ...). The file lives in
+`deploy/`, not as `./gunicorn.conf.py`, because gunicorn loads that name from the working directory
+by itself, which would silently change every other way of starting it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `.venv/bin/gunicorn` puts .venv/bin, not the repository, first on sys.path
+    sys.path.insert(0, str(ROOT))
+
+wsgi_app = "app:create_app()"
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+# Processes: one per core is the usual start; each runs its own in-process worker thread too.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Threads let a process wait on Stripe (up to STRIPE_TIMEOUT_SECONDS) and still answer others.
+worker_class = "gthread"
+threads = 4
+# A process whose main loop is silent this long is replaced. With gthread the main loop keeps
+# reporting while threads wait on Stripe, so this does not cut a slow request short.
+timeout = 30
+graceful_timeout = 30
+# nginx opens a new connection for each request (no upstream keepalive): keep idle ones short.
+keepalive = 2
+# Requests come only from the proxy on this host; its X-Forwarded-* headers are trusted from there.
+forwarded_allow_ips = "127.0.0.1"
+# Access log on stdout, with approval link tokens cut out: an unspent link is a credential.
+accesslog = "-"
+logger_class = "refunds.serve.AccessLog"
+# gunicorn 27's control socket (gunicornc) is a file in the working directory; this service does not use it.
+control_socket_disable = True
+
+
+def on_starting(server: Any) -> None:
+    """Check the configuration once, in the master, before any worker starts.
+
+    Without this, a bad setting makes every worker exit at boot and the master starts new ones
+    for ever, each printing the same error. Exits with status 1 and one line naming the setting.
+    """
+    from refunds.config import ConfigError, load_settings, read_dotenv
+
+    read_dotenv()
+    try:
+        load_settings()
+    except ConfigError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None

@@ -1,0 +1,69 @@
+"""The README's production command, `.venv/bin/gunicorn -c deploy/gunicorn.conf.py`, started the way
+an operator starts it: from a directory holding a `.env`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from standins.stripe_api import StripeStandIn
+from tests.conftest import INTAKE_TOKEN, STRIPE_KEY
+from tests.e2e.conftest import ROOT, free_port, stop, wait_until
+
+CONFIG = str(ROOT / "deploy" / "gunicorn.conf.py")
+
+
+def operator_env() -> dict[str, str]:
+    """The environment of a shell with nothing of this service's set: everything comes from `.env`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("STRIPE_", "SLACK_", "INTAKE_", "DATABASE_", "FLASK_", "APPROVAL_", "PUBLIC_"))}
+    return {**env, "PYTHONUNBUFFERED": "1"}
+
+
+def test_a_bad_setting_in_env_stops_the_production_command_once_with_one_line_naming_it(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(f"STRIPE_SECRET_KEY=sk_test_abc\nINTAKE_TOKEN=short\n"
+                                   f"DATABASE_URL=sqlite:///{tmp_path}/refunds.db\n")
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", CONFIG, "--bind", f"127.0.0.1:{free_port()}"],
+                            cwd=tmp_path, env=operator_env(), capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "configuration error" in line]
+    assert errors == ["configuration error: INTAKE_TOKEN must be at least 16 characters long"], result.stderr
+    assert "Booting worker" not in result.stderr  # checked before any worker started
+    assert not (tmp_path / "refunds.db").exists()
+
+
+def test_the_production_command_reads_env_from_where_it_is_started(tmp_path: Path) -> None:
+    port = free_port()
+    with StripeStandIn(api_key=STRIPE_KEY) as stripe:
+        charge = stripe.add_charge(3000, "usd")
+        (tmp_path / ".env").write_text(f"STRIPE_SECRET_KEY={STRIPE_KEY}\nSTRIPE_API_BASE={stripe.base_url}\n"
+                                       f"INTAKE_TOKEN={INTAKE_TOKEN}\nDATABASE_URL=sqlite:///{tmp_path}/refunds.db\n")
+        with (tmp_path / "gunicorn.log").open("wb") as log:
+            process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", CONFIG, "--bind", f"127.0.0.1:{port}"],
+                                       cwd=tmp_path, env=operator_env(), stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        try:
+            base = f"http://127.0.0.1:{port}"
+
+            def healthy() -> bool:
+                assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
+                try:
+                    return requests.get(base + "/healthz", timeout=2).status_code == 200
+                except requests.RequestException:
+                    return False
+
+            wait_until(healthy, timeout=60, what="the production command to answer /healthz")
+            answer = requests.post(base + "/refund-request", json={"charge_id": charge["id"], "amount": 500},
+                                   headers={"Authorization": f"Bearer {INTAKE_TOKEN}"}, timeout=30)
+        finally:
+            stop(process)
+        assert answer.status_code == 200, answer.text
+        assert stripe.refund_creations() == 1
+    assert (tmp_path / "refunds.db").exists()
+    log_text = (tmp_path / "gunicorn.log").read_text()
+    assert '"POST /refund-request HTTP/1.1" 200' in log_text  # the access log is on
