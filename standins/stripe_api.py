@@ -1110,6 +1110,52 @@ def _expand_paths(params: Mapping[str, Any], object_type: str, *, in_list: bool 
     return paths
 
 
+
+class PersistentStripeStandIn(StripeStandIn):
+    """A stand-in that keeps its state in ``state_file``: read at creation, written after every POST.
+
+    For the ``make run`` sandbox, whose database outlives a restart: without this a restart
+    forgets every refund the database remembers.
+    """
+
+    def __init__(self, api_key: str, state_file: str | os.PathLike[str]) -> None:
+        super().__init__(api_key)
+        self.state_file = Path(state_file)
+        if self.state_file.exists():
+            self.import_state(json.loads(self.state_file.read_text()))
+
+    def save(self) -> None:
+        """Write the state atomically (a crash leaves the old file or the new one, never half)."""
+        with self._lock:
+            temporary = self.state_file.with_name(self.state_file.name + ".tmp")
+            temporary.write_text(json.dumps(self.export_state(), indent=1))
+            os.replace(temporary, self.state_file)
+
+    def _serve(self, handler: StandInRequestHandler) -> None:
+        try:
+            super()._serve(handler)
+        finally:
+            if handler.command.upper() == "POST":
+                self.save()
+
+    def _route(self, method: str, path: str) -> tuple[Any, tuple[str, ...]] | None:
+        if method == "POST" and path == "/v1/charges":
+            return self._create_charge, ()
+        return super()._route(method, path)
+
+    def _create_charge(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/charges`` (``amount``, ``currency``; ``source`` and ``description`` ignored): a
+        succeeded charge, as Stripe's test mode makes with ``source=tok_visa``. For ``make demo-charge``."""
+        _check_params(params, {"amount", "currency", "source", "description"})
+        amount = _parse_int(params.get("amount"), "amount", minimum=1)
+        if amount is None:
+            raise _validation_error("Missing required param: amount.", code="parameter_missing", param="amount")
+        currency = _optional_string(params, "currency")
+        if currency is None or not re.fullmatch(r"[A-Za-z]{3}", currency):
+            raise _validation_error("Missing or invalid currency.", code="parameter_missing", param="currency")
+        return self.add_charge(amount, currency)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the stand-in in the foreground until interrupted."""
     parser = argparse.ArgumentParser(
@@ -1163,48 +1209,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-class PersistentStripeStandIn(StripeStandIn):
-    """A stand-in that keeps its state in ``state_file``: read at creation, written after every POST.
-
-    For the ``make run`` sandbox, whose database outlives a restart: without this a restart
-    forgets every refund the database remembers.
-    """
-
-    def __init__(self, api_key: str, state_file: str | os.PathLike[str]) -> None:
-        super().__init__(api_key)
-        self.state_file = Path(state_file)
-        if self.state_file.exists():
-            self.import_state(json.loads(self.state_file.read_text()))
-
-    def save(self) -> None:
-        """Write the state atomically (a crash leaves the old file or the new one, never half)."""
-        with self._lock:
-            temporary = self.state_file.with_name(self.state_file.name + ".tmp")
-            temporary.write_text(json.dumps(self.export_state(), indent=1))
-            os.replace(temporary, self.state_file)
-
-    def _serve(self, handler: StandInRequestHandler) -> None:
-        try:
-            super()._serve(handler)
-        finally:
-            if handler.command.upper() == "POST":
-                self.save()
-
-    def _route(self, method: str, path: str) -> tuple[Any, tuple[str, ...]] | None:
-        if method == "POST" and path == "/v1/charges":
-            return self._create_charge, ()
-        return super()._route(method, path)
-
-    def _create_charge(self, params: dict[str, Any]) -> dict[str, Any]:
-        """``POST /v1/charges`` (``amount``, ``currency``; ``source`` and ``description`` ignored): a
-        succeeded charge, as Stripe's test mode makes with ``source=tok_visa``. For ``make demo-charge``."""
-        _check_params(params, {"amount", "currency", "source", "description"})
-        amount = _parse_int(params.get("amount"), "amount", minimum=1)
-        if amount is None:
-            raise _validation_error("Missing required param: amount.", code="parameter_missing", param="amount")
-        currency = _optional_string(params, "currency")
-        if currency is None or not re.fullmatch(r"[A-Za-z]{3}", currency):
-            raise _validation_error("Missing or invalid currency.", code="parameter_missing", param="currency")
-        return self.add_charge(amount, currency)
