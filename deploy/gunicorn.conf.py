@@ -23,10 +23,19 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `.venv/bin/gunicorn` puts .venv/bin, not the repository, first on sys.path
     sys.path.insert(0, str(ROOT))
 
+from refunds.config import read_dotenv  # noqa: E402  (after the path above)
+
+# `.env` now, before the settings below read GUNICORN_BIND and WEB_CONCURRENCY from the environment.
+read_dotenv()
+
 wsgi_app = "app:create_app()"
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # Processes: one per core is the usual start; each runs its own in-process worker thread too.
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+try:
+    workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+except ValueError:
+    raise SystemExit(f"configuration error: WEB_CONCURRENCY must be a whole number, "
+                     f"got {os.environ['WEB_CONCURRENCY']!r}") from None
 # Threads let a process wait on Stripe (up to STRIPE_TIMEOUT_SECONDS) and still answer others.
 worker_class = "gthread"
 threads = 4
@@ -46,15 +55,19 @@ control_socket_disable = True
 
 
 def on_starting(server: Any) -> None:
-    """Check the configuration once, in the master, before any worker starts.
+    """Check the configuration and the database once, in the master, before any worker starts.
 
     Without this, a bad setting makes every worker exit at boot and the master starts new ones
-    for ever, each printing the same error. Exits with status 1 and one line naming the setting.
+    for ever, each printing the same error; and an unmigrated PostgreSQL database answers health
+    checks while every request fails. Exits with status 1 and one line naming the problem.
     """
-    from refunds.config import ConfigError, load_settings, read_dotenv
+    from refunds.config import ConfigError, load_settings
+    from refunds.db import not_ready
 
-    read_dotenv()
     try:
-        load_settings()
+        settings = load_settings()
     except ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from None
+    problem = not_ready(settings.database_url)
+    if problem is not None:
+        raise SystemExit(f"database error: {problem}")

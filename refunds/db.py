@@ -21,8 +21,10 @@ logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 from alembic import command  # noqa: E402  (after the logging levels above)
 from alembic.config import Config  # noqa: E402
 from alembic.runtime.migration import MigrationContext  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
 from sqlalchemy import Connection, Engine, create_engine, event, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -124,3 +126,29 @@ def current_revision(engine: Engine) -> str | None:
         revision: str | None = MigrationContext.configure(conn).get_current_revision()
         conn.rollback()
     return revision
+
+
+def head_revision() -> str | None:
+    """The newest migration in `migrations/`: what this code needs the schema to be at."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def not_ready(url: str) -> str | None:
+    """Why a server should not start on the database at `url`, in one line, or None when it may.
+
+    The database must answer, and on PostgreSQL its schema must be at the newest migration (SQLite
+    applies its own at start). Without this check an unmigrated PostgreSQL database let gunicorn start,
+    `/healthz` answer ok and every refund request fail.
+    """
+    engine = make_engine(url)
+    try:
+        current = current_revision(engine)
+    except SQLAlchemyError as exc:  # unreachable, refused, unknown database, bad password, ...
+        return f"the database at DATABASE_URL does not answer ({type(exc).__name__})"
+    finally:
+        engine.dispose()
+    head = head_revision()
+    if engine.dialect.name != "sqlite" and current != head:
+        return (f"the database at DATABASE_URL is at migration {current or 'none (empty)'} but this code needs "
+                f"{head}: run `.venv/bin/flask --app app db upgrade` first")
+    return None
