@@ -4,16 +4,23 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: help run test lint bench clean sandbox-clean demo-charge
+.PHONY: help install run test lint bench clean sandbox-clean demo-charge
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
+# Runtime dependencies (production); the test tools come on top of them.
+$(BIN)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(BIN)/.installed: $(BIN)/.runtime requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
+
+install: $(BIN)/.runtime ## .venv with the runtime dependencies only, for a server
 
 run: $(BIN)/.installed ## serve on http://127.0.0.1:5000 (PORT=...): the sandbox without STRIPE_SECRET_KEY
 	$(BIN)/python -m refunds.serve
@@ -38,3 +45,4 @@ sandbox-clean: ## forget the sandbox: its database, Stripe stand-in state and to
 
 clean: sandbox-clean ## remove .venv, the caches and the sandbox's data
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
