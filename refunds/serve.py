@@ -17,6 +17,7 @@ from typing import Any
 
 from gunicorn import glogging  # type: ignore[import-untyped]
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+from sqlalchemy.engine import make_url
 
 from .config import ConfigError, load_settings, read_dotenv
 from .sandbox import SANDBOX_DIR, SANDBOX_STRIPE_KEY, Sandbox
@@ -72,6 +73,7 @@ def banner(sandbox: Sandbox, port: int) -> str:
   Database: {sandbox.database_url} (the sandbox's own, never another){replaced}
   Everything is kept in {sandbox.directory}/ across restarts; `make sandbox-clean` starts afresh.
 
+  B={base}
   export INTAKE_TOKEN={sandbox.intake_token}
   export APPROVER_TOKEN={sandbox.approver_token}
   alias sandbox-flask='env FLASK_SKIP_DOTENV=1 DATABASE_URL={sandbox.database_url} \
@@ -96,13 +98,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     read_dotenv()
-    if not os.environ.get("STRIPE_SECRET_KEY", "").strip():
+    sandboxed = not os.environ.get("STRIPE_SECRET_KEY", "").strip()
+    if sandboxed:
         sandbox, _stand_in = start_sandbox(f"http://127.0.0.1:{args.port}", args.sandbox_dir.resolve())
         log.warning(banner(sandbox, args.port))
     try:
-        load_settings()  # here, once: a bad setting in a worker would make gunicorn restart it for ever
+        settings = load_settings()  # here, once: a bad setting in a worker would make gunicorn restart it for ever
     except ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from None
+    if not sandboxed:  # say what is real: this serves with a Stripe key from .env or the environment
+        log.info("serving on http://%s:%d with Stripe at %s (%s key) and the database %s", args.host, args.port,
+                 settings.stripe_api_base or "api.stripe.com", "live" if "_live_" in settings.stripe_secret_key
+                 else "test", make_url(settings.database_url).render_as_string(hide_password=True))
     options = {
         "bind": f"{args.host}:{args.port}",
         "workers": 1,
