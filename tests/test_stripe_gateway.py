@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from refunds.errors import ChargeNotFound, StripeMisconfigured, StripeRefused, StripeUnavailable
 from refunds.stripe_gateway import RefundInfo, RefundParams, StripeGateway
 from standins.stripe_api import StripeStandIn
+from tests.polling import wait_until
 
 KEY = "sk_test_gateway_key"
 
@@ -96,13 +96,6 @@ def test_unreachable_stripe_is_stripe_unavailable() -> None:
     gateway = StripeGateway(KEY, api_base="http://127.0.0.1:9", max_network_retries=0, timeout_seconds=1)
     with pytest.raises(StripeUnavailable):
         gateway.get_charge(charge_id="ch_x")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_a_key_still_in_use_at_stripe_is_transient_and_a_later_call_gets_the_one_refund(stripe: StripeStandIn) -> None:
