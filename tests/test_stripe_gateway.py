@@ -7,7 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from refunds.errors import ChargeNotFound, StripeMisconfigured, StripeRefused, StripeUnavailable
+from refunds.errors import (
+    ChargeNotFound,
+    IdempotencyKeyReused,
+    StripeMisconfigured,
+    StripeRefused,
+    StripeUnavailable,
+)
 from refunds.stripe_gateway import RefundInfo, RefundParams, StripeGateway
 from standins.stripe_api import StripeStandIn
 from tests.polling import wait_until
@@ -143,9 +149,9 @@ def test_a_key_used_with_other_parameters_is_a_final_refusal_and_refunds_nothing
     other = RefundParams(charge_id=charge["id"], amount=2000, reason="requested_by_customer", idempotency_key="k-same")
 
     for _ in range(3):
-        with pytest.raises(StripeRefused) as caught:
+        with pytest.raises(IdempotencyKeyReused) as caught:  # a StripeRefused the service looks behind
             gateway.create_refund(other)
-        assert caught.value.code == "idempotency_error"
+        assert caught.value.code == "idempotency_error" and isinstance(caught.value, StripeRefused)
 
     assert stripe.refund_creations() == 1 and len(stripe.refunds) == 1
     assert [r["status"] for r in stripe.requests] == [200, 400, 400, 400]  # not retried by stripe-python either
