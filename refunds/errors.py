@@ -47,6 +47,13 @@ class StripeRefused(RefundError):
     code = "stripe_refused"
 
 
+class IdempotencyKeyReused(StripeRefused):
+    """Stripe saw this refund's idempotency key before with other parameters, so it did not run
+    this call (and never will). It does not say whether that first use refunded anything."""
+
+    code = "idempotency_error"
+
+
 class StripeUnavailable(RefundError):
     """Stripe could not be reached or failed on its side; the same call may succeed later."""
 

@@ -1,7 +1,9 @@
 """Slack notifications: Block Kit messages built from outbox facts, and their delivery.
 
 Building is pure; delivery raises `DeliveryFailed` so the worker can retry later, or
-`MessageRefused` when Slack refuses the message itself (sending it again cannot help).
+`MessageRefused` when Slack refuses the message itself as invalid (HTTP 400: sending it again
+cannot help). A webhook Slack no longer knows or allows (403, 404, 410) is a configuration fault,
+not a bad message: it is `DeliveryFailed` too, so nothing is lost while an operator fixes it.
 When no webhook URL is configured, messages are only logged (their text line, never a link).
 
 Messages that wait for a decision (needs approval, needs a second approval, escalated) carry a
@@ -40,6 +42,9 @@ TITLES = {
     "failed": ":x: Refund failed",
 }
 DECISION_KINDS = frozenset({"needs_approval", "needs_second_approval", "escalated"})
+# Slack's answers about the webhook itself (invalid_token, action_prohibited, no_service,
+# channel_not_found, channel_is_archived, ...), whatever the message.
+WEBHOOK_FAULTS = frozenset({401, 403, 404, 410})
 DEFAULT_ESCALATION_MENTION = "<!here>"
 
 # Action and block ids shared with `slack_interactions`, which reads clicks and replaces messages.
@@ -65,15 +70,18 @@ class DeliveryFailed(Exception):
     """The message was not delivered; the same message may be sent again later.
 
     `retry_after` is how long Slack asked us to wait (its `Retry-After` on a 429), if it said.
+    `throttled` is True for Slack's rate limit (429): back-pressure to wait out, not a fault.
     """
 
-    def __init__(self, reason: str, *, retry_after: timedelta | None = None) -> None:
+    def __init__(self, reason: str, *, retry_after: timedelta | None = None, throttled: bool = False) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+        self.throttled = throttled
 
 
 class MessageRefused(Exception):
-    """Slack refused this message as invalid (a 4xx other than 408 and 429): it never will take it."""
+    """Slack refused this message as invalid (HTTP 400: invalid_blocks, invalid_payload, too_long, ...):
+    it never will take it."""
 
 
 class Notifier(Protocol):
@@ -309,7 +317,8 @@ class _MessageMaker:
 
 
 class SlackNotifier(_MessageMaker):
-    """Posts to a Slack incoming webhook; raises `DeliveryFailed` on any non-200 or network error."""
+    """Posts to a Slack incoming webhook; raises `MessageRefused` on a 400, `DeliveryFailed` on any
+    other non-200 answer or network error."""
 
     def __init__(self, webhook_url: str, *, base_url: str | None = None, timeout_seconds: int = 10,
                  approval_links: ApprovalLinkSource | None = None,
@@ -330,9 +339,16 @@ class SlackNotifier(_MessageMaker):
         if status == 200:
             return
         said = f"Slack answered {status}: {str(response.body)[:200]}"
-        if 400 <= status < 500 and status not in (408, 429):
+        if status == 400:
             raise MessageRefused(said)
-        raise DeliveryFailed(said, retry_after=_retry_after(response.headers) if status == 429 else None)
+        if status in WEBHOOK_FAULTS:
+            # The webhook, not the message: every message would get the same answer. Keep them all
+            # until an operator fixes SLACK_WEBHOOK_URL (its URL is a secret: never in the reason).
+            raise DeliveryFailed(f"{said} (the webhook is revoked, removed or its channel archived: "
+                                 "check SLACK_WEBHOOK_URL)")
+        if status == 429:
+            raise DeliveryFailed(said, retry_after=_retry_after(response.headers), throttled=True)
+        raise DeliveryFailed(said)
 
 
 def _retry_after(headers: dict[str, Any]) -> timedelta | None:

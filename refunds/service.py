@@ -26,6 +26,7 @@ from .errors import (
     ChargeAlreadyRefunded,
     ChargeDisputed,
     ExceedsRefundable,
+    IdempotencyKeyReused,
     IdempotencyMismatch,
     NotAnApprover,
     NotPending,
@@ -432,7 +433,7 @@ class RefundService:
             metadata=_stripe_metadata(row),
         )
         try:
-            refund = self._existing_refund(row) or self.gateway.create_refund(params)
+            refund = self._existing_refund(row) or self._create_refund(row, params)
         except (StripeUnavailable, StripeMisconfigured) as exc:
             return self._retry_later(row, exc)
         except RefundError as exc:
@@ -497,6 +498,34 @@ class RefundService:
             return None
         return self.gateway.find_refund(charge_id=row.charge_id, metadata_key="refund_key",
                                         metadata_value=row.stripe_idempotency_key)
+
+    def _create_refund(self, row: Row[Any], params: RefundParams) -> RefundInfo:
+        """Create the request's refund at Stripe, or find the one an earlier use of its key made.
+
+        Raises what the gateway raises; `IdempotencyKeyReused` only once no refund of the charge
+        carries this request's key.
+        """
+        try:
+            return self.gateway.create_refund(params)
+        except IdempotencyKeyReused:
+            # Stripe ran this key before with other parameters: say, an attempt that timed out on
+            # our side, then a deploy that changed the metadata before the retry. That first call
+            # may well have refunded, and failing would release money that is already gone and
+            # tell Slack nothing was refunded. Every refund this service makes carries its key in
+            # `refund_key` metadata, so the charge's refunds tell whether it did.
+            found = self.gateway.find_refund(charge_id=row.charge_id, metadata_key="refund_key",
+                                             metadata_value=row.stripe_idempotency_key)
+        if found is None:
+            # No refund of the charge carries the key, so the key's first use refunded nothing, and
+            # Stripe will never run a call with this key again: failing (and releasing the money)
+            # is safe, and a new request gets a new key.
+            raise IdempotencyKeyReused(
+                f"Stripe saw this request's idempotency key used before with different parameters and will"
+                f" not run it; no refund of charge {row.charge_id} carries the key, so nothing was refunded."
+            ) from None
+        log.warning("refund request %s: Stripe refused its key as used with other parameters; recording %s, "
+                    "the refund that first use made", row.id, found.refund_id)
+        return found
 
     def _fail(self, row: Row[Any], error: RefundError, *, expect_status: str) -> Outcome:
         """Mark a request failed for good; give back its reserved money; tell Slack when nobody else knows."""

@@ -14,6 +14,7 @@ import stripe
 
 from .errors import (
     ChargeNotFound,
+    IdempotencyKeyReused,
     RefundError,
     StripeMisconfigured,
     StripeRefused,
@@ -95,8 +96,9 @@ class RefundGateway(Protocol):
 class StripeGateway:
     """`RefundGateway` over a `stripe.StripeClient` with explicit retries.
 
-    Raises `ChargeNotFound`, `StripeRefused` (final, with Stripe's code), `StripeUnavailable`
-    (transient: the same call may succeed later) or `StripeMisconfigured` (our key or request).
+    Raises `ChargeNotFound`, `StripeRefused` (final, with Stripe's code; `IdempotencyKeyReused`
+    when the key was used before with other parameters), `StripeUnavailable` (transient: the same
+    call may succeed later) or `StripeMisconfigured` (our key or request).
     """
 
     def __init__(
@@ -196,9 +198,10 @@ def translate(exc: stripe.StripeError) -> RefundError:
     if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
         return StripeMisconfigured("Stripe rejected the service's API key; an operator must fix STRIPE_SECRET_KEY.")
     if isinstance(exc, stripe.IdempotencyError) and code != "idempotency_key_in_use":
-        # Final: the same key and parameters get the same answer forever, and nothing was refunded by it.
-        return StripeRefused("Stripe saw this refund's idempotency key used before with different parameters; "
-                             "nothing was refunded by this call.", code="idempotency_error")
+        # Final for this call: the same key and parameters get the same answer forever. The key's
+        # first use may have refunded, though: only the charge's refunds can tell (the service looks).
+        return IdempotencyKeyReused("Stripe saw this refund's idempotency key used before with different "
+                                    "parameters, so it did not run this call.")
     if code == "resource_missing":
         return ChargeNotFound(message)
     if isinstance(exc, stripe.InvalidRequestError) or isinstance(exc, stripe.CardError):

@@ -30,11 +30,12 @@ def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limi
                 retry_backoff: timedelta = timedelta(seconds=5)) -> int:
     """Send every due message once; returns how many were delivered.
 
-    A message that fails (Slack down, slow, 5xx, 429) is rescheduled with backoff (capped at 5
-    minutes, or later when Slack's Retry-After says so; retried for as long as it takes), and later
-    messages of the same request wait for it. A message Slack refuses as invalid is parked dead
-    (`outbox.dead_at`, with Slack's answer in `last_error`) after that one attempt, logged at ERROR,
-    never sent again, and later messages of its request go on without it.
+    A message that fails (Slack down, slow, 5xx, 429, or a webhook Slack answers 403/404/410 for)
+    is rescheduled with backoff (capped at 5 minutes, or later when Slack's Retry-After says so;
+    retried for as long as it takes), logged at ERROR once per attempt (a 429 at WARNING), and
+    later messages of the same request wait for it. Only a message Slack refuses as invalid (400)
+    is parked dead (`outbox.dead_at`, with Slack's answer in `last_error`) after that one attempt,
+    logged at ERROR, never sent again, and later messages of its request go on without it.
     """
     delivered = 0
     with db.transaction() as conn:
@@ -54,7 +55,10 @@ def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limi
                 wait = max(wait, min(exc.retry_after, RETRY_AFTER_CAP))
             with db.transaction() as conn:
                 store.mark_failed(conn, message.id, retry_at=clock() + wait, error=str(exc))
-            log.warning("slack message %s (%s) not delivered: %s", message.id, message.kind, exc)
+            # Anything but a rate limit means Slack is down or the webhook is broken: ops must see it.
+            log.log(logging.WARNING if exc.throttled else logging.ERROR,
+                    "slack message %s (%s, request %s) not delivered, next attempt in %ss: %s",
+                    message.id, message.kind, message.request_id, int(wait.total_seconds()), exc)
             continue
         with db.transaction() as conn:
             store.mark_delivered(conn, message.id, clock())

@@ -15,12 +15,16 @@ Contract (mirrors Slack's incoming webhooks):
 
 Fault modes, checked in this order for each POST to the webhook path:
 
-1. ``set_down(status)``: answer ``status`` and record nothing, until ``set_up()``;
-2. ``fail_next(n, status)``: the next ``n`` posts are answered ``status`` and not
+1. ``set_down(status, error=None)``: answer ``status`` and record nothing, until ``set_up()``;
+2. ``fail_next(n, status, error=None)``: the next ``n`` posts are answered ``status`` and not
    recorded;
 3. ``set_timeout(seconds)``: the post is recorded as usual, then the answer is
    held back for ``seconds`` (as when Slack accepted the message but the client
    timed out), until ``set_up()``. The hold-back also applies to failures.
+
+An injected failure's body is ``error`` when given (Slack's own texts: 400 ``invalid_blocks``,
+``too_long``; 403 ``invalid_token``, ``action_prohibited``; 404 ``no_service``,
+``channel_not_found``; 410 ``channel_is_archived``; ...), else Slack's usual text for the status.
 
 Run ``python -m standins.slack_webhook`` for a foreground server that logs posts.
 """
@@ -78,8 +82,10 @@ class SlackStandIn(StandInServerBase):
         self._attempts = 0
         self._fail_remaining = 0
         self._fail_status = 500
+        self._fail_error: str | None = None
         self._retry_after = 1
         self._down_status: int | None = None
+        self._down_error: str | None = None
         self._answer_delay = 0.0
 
     def _url(self, host: str, port: int) -> str:
@@ -131,8 +137,8 @@ class SlackStandIn(StandInServerBase):
             self._attempts = 0
 
     # -- fault modes ----------------------------------------------------------------
-    def fail_next(self, n: int, status: int = 500, *, retry_after: int = 1) -> None:
-        """Answer the next ``n`` posts with ``status`` without recording them.
+    def fail_next(self, n: int, status: int = 500, *, retry_after: int = 1, error: str | None = None) -> None:
+        """Answer the next ``n`` posts with ``status`` (body ``error``, or Slack's usual one) without recording them.
 
         A 429 carries ``Retry-After: <retry_after>`` (seconds), as Slack's rate limit does.
         """
@@ -144,13 +150,16 @@ class SlackStandIn(StandInServerBase):
         with self._condition:
             self._fail_remaining = n
             self._fail_status = status
+            self._fail_error = error
             self._retry_after = retry_after
 
-    def set_down(self, status: int = 500) -> None:
-        """Answer every post with ``status`` without recording it, until set_up()."""
+    def set_down(self, status: int = 500, error: str | None = None) -> None:
+        """Answer every post with ``status`` (body ``error``, or Slack's usual one) without recording it,
+        until set_up(). ``set_down(404, "no_service")`` is a webhook Slack removed."""
         _check_error_status(status)
         with self._condition:
             self._down_status = status
+            self._down_error = error
 
     def set_timeout(self, seconds: float) -> None:
         """Hold every answer back ``seconds`` (messages still recorded), until set_up()."""
@@ -163,7 +172,9 @@ class SlackStandIn(StandInServerBase):
         """Clear every fault mode, including posts still pending from fail_next()."""
         with self._condition:
             self._down_status = None
+            self._down_error = None
             self._fail_remaining = 0
+            self._fail_error = None
             self._answer_delay = 0.0
             self._retry_after = 1
 
@@ -180,11 +191,14 @@ class SlackStandIn(StandInServerBase):
         with self._condition:
             self._attempts += 1
             delay = self._answer_delay
+            error: str | None = None
             if self._down_status is not None:
                 status: int | None = self._down_status
+                error = self._down_error
             elif self._fail_remaining > 0:
                 self._fail_remaining -= 1
                 status = self._fail_status
+                error = self._fail_error
             else:
                 status = None
         if status is not None:
@@ -192,8 +206,8 @@ class SlackStandIn(StandInServerBase):
             self._sleep(delay)
             with self._condition:
                 retry_after = self._retry_after
-            self._answer(handler, status, _ERROR_BODIES.get(status, "error"), {"Retry-After": str(retry_after)}
-                         if status == 429 else None)
+            self._answer(handler, status, error or _ERROR_BODIES.get(status, "error"),
+                         {"Retry-After": str(retry_after)} if status == 429 else None)
             return
         message, error = _decode_message(body, handler.headers.get("Content-Type", ""))
         if message is None:

@@ -309,6 +309,8 @@ class StripeStandIn(StandInServerBase):
         # Idempotency keys: results saved, and keys whose first request is still executing ("slow").
         self._idempotent: dict[str, _SavedResult] = {}
         self._executing: set[str] = set()
+        # Set by release_slow() to end the "slow" executions under way; replaced by a fresh one then.
+        self._slow_release = threading.Event()
         self._refund_creations = 0
         self._new_refund_status = "succeeded"
         self.new_refund_status = new_refund_status
@@ -587,8 +589,8 @@ class StripeStandIn(StandInServerBase):
           idempotency key), then close the connection without answering.
         * ``"delay"``: wait ``delay`` seconds, then answer normally.
         * ``"slow"``: take the idempotency key, then execute for ``delay``
-          seconds before acting and answering; a request reusing the key meanwhile
-          gets ``409 idempotency_key_in_use``.
+          seconds (or until ``release_slow()``) before acting and answering; a
+          request reusing the key meanwhile gets ``409 idempotency_key_in_use``.
 
         ``delay`` is waited before any action, except by ``"slow"`` (so
         ``drop_after`` with a delay simulates a client timeout after the work was done). ``method="*"``
@@ -619,6 +621,16 @@ class StripeStandIn(StandInServerBase):
                     delay=delay,
                 )
             )
+
+    def release_slow(self) -> None:
+        """Let every request now executing under a ``"slow"`` fault finish at once.
+
+        With a long ``delay``, a test decides when the first request ends instead of racing a timer;
+        "slow" requests that start later wait their own ``delay`` again.
+        """
+        with self._lock:
+            released, self._slow_release = self._slow_release, threading.Event()
+        released.set()
 
     def clear_faults(self) -> None:
         """Drop every queued fault."""
@@ -732,14 +744,21 @@ class StripeStandIn(StandInServerBase):
                 return self._execute(endpoint, args, params, idempotency_key, fingerprint)
             if idempotency_key:
                 self._executing.add(idempotency_key)
+            release = self._slow_release
         try:
-            self._sleep(executing)  # "slow": executing for a while, holding the key, not the lock
+            self._sleep_until(release, executing)  # "slow": executing for a while, holding the key, not the lock
         finally:
             with self._lock:
                 if idempotency_key:
                     self._executing.discard(idempotency_key)
                 reply = self._execute(endpoint, args, params, idempotency_key, fingerprint)
         return reply
+
+    def _sleep_until(self, release: threading.Event, seconds: float) -> None:
+        """Sleep up to ``seconds``, waking early on ``release`` or when the stand-in is stopped."""
+        deadline = time.monotonic() + seconds
+        while not release.is_set() and not self._stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+            release.wait(min(left, 0.05))  # two events to watch: look at the other one now and then
 
     def _execute(
         self, endpoint: Any, args: tuple[str, ...], params: dict[str, Any], idempotency_key: str | None,

@@ -1,5 +1,6 @@
 """Outbox delivery to a Slack that enforces its limits: long text is cut to fit, a message Slack
-refuses is parked dead after one attempt, and rate limits and outages are waited out."""
+refuses as invalid (400) is parked dead after one attempt, and rate limits, outages and a broken
+webhook (403/404/410) are waited out."""
 
 from __future__ import annotations
 
@@ -109,11 +110,15 @@ def test_a_message_slack_refuses_is_parked_dead_after_one_attempt_and_later_ones
 
 
 def test_a_rate_limited_message_waits_as_long_as_slack_says_and_is_then_delivered(
-    app: Flask, slack: SlackStandIn, intake_headers: dict[str, str], clock: FakeClock
+    app: Flask, slack: SlackStandIn, intake_headers: dict[str, str], clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     ask_for_approval(app.test_client(), intake_headers)
     slack.fail_next(1, status=429, retry_after=120)
-    run_worker(app)
+    with caplog.at_level(logging.INFO):
+        run_worker(app)
+    # Slack's back-pressure, not a fault: a warning, no error for ops to chase.
+    assert [r.levelno for r in caplog.records if "not delivered" in r.getMessage()] == [logging.WARNING]
 
     clock.advance(timedelta(seconds=60))  # past our own backoff, not past Slack's Retry-After
     run_worker(app)
@@ -128,14 +133,51 @@ def test_a_rate_limited_message_waits_as_long_as_slack_says_and_is_then_delivere
 
 @pytest.mark.parametrize("status", [500, 503, 408])
 def test_outages_and_timeouts_are_retried_until_delivered_never_parked(
-    app: Flask, slack: SlackStandIn, intake_headers: dict[str, str], clock: FakeClock, status: int
+    app: Flask, slack: SlackStandIn, intake_headers: dict[str, str], clock: FakeClock, status: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     ask_for_approval(app.test_client(), intake_headers)
     slack.fail_next(3, status=status)
-    for _ in range(5):
-        run_worker(app)
-        clock.advance(timedelta(minutes=5))
+    with caplog.at_level(logging.INFO):
+        for _ in range(5):
+            run_worker(app)
+            clock.advance(timedelta(minutes=5))
+
+    assert [r.levelno for r in caplog.records if "not delivered" in r.getMessage()] == [logging.ERROR] * 3
 
     assert len(slack.messages) == 1
     [row] = outbox_rows(app)
     assert row.delivered_at is not None and row.dead_at is None and row.attempts == 4
+
+
+@pytest.mark.parametrize(("status", "error"), [(404, "no_service"), (403, "invalid_token"),
+                                               (410, "channel_is_archived")])
+def test_a_broken_webhook_keeps_every_message_until_it_is_fixed_then_delivers_them_in_order(
+    app: Flask, slack: SlackStandIn, intake_headers: dict[str, str], approver: dict[str, str], clock: FakeClock,
+    caplog: pytest.LogCaptureFixture, status: int, error: str,
+) -> None:
+    client = app.test_client()
+    first, second = ask_for_approval(client, intake_headers), ask_for_approval(client, intake_headers)
+    assert client.post("/approve-refund", json={"pending_id": first}, headers=approver).status_code == 200
+    assert client.post("/reject-refund", json={"pending_id": second, "note": "no"}, headers=approver).status_code == 200
+    slack.set_down(status, error)  # the webhook was revoked, removed or its channel archived
+
+    with caplog.at_level(logging.INFO):
+        for _ in range(6):  # half an hour of attempts
+            run_worker(app)
+            clock.advance(timedelta(minutes=5))
+    assert slack.messages == [] and slack.attempts == 2 * 6  # both requests' first messages, every time
+    assert all(row.dead_at is None and row.delivered_at is None for row in outbox_rows(app))
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2 * 6 and all(f"Slack answered {status}: {error}" in line for line in errors)
+    assert slack.webhook_url not in caplog.text and "/services/" not in caplog.text
+
+    slack.set_up()  # an operator fixed SLACK_WEBHOOK_URL
+    clock.advance(timedelta(minutes=5))
+    run_worker(app)
+
+    received = [next(kind for kind, title in TITLES.items() if message["text"].startswith(title))
+                for message in slack.messages]
+    assert received == ["needs_approval", "needs_approval", "approved", "rejected"]
+    assert all(row.delivered_at is not None and row.dead_at is None for row in outbox_rows(app))
+    assert [row.kind for row in outbox_rows(app)] == ["needs_approval", "needs_approval", "approved", "rejected"]

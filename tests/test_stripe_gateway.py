@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from refunds.errors import ChargeNotFound, StripeMisconfigured, StripeRefused, StripeUnavailable
+from refunds.errors import (
+    ChargeNotFound,
+    IdempotencyKeyReused,
+    StripeMisconfigured,
+    StripeRefused,
+    StripeUnavailable,
+)
 from refunds.stripe_gateway import RefundInfo, RefundParams, StripeGateway
 from standins.stripe_api import StripeStandIn
+from tests.polling import wait_until
 
 KEY = "sk_test_gateway_key"
 
@@ -98,13 +104,6 @@ def test_unreachable_stripe_is_stripe_unavailable() -> None:
         gateway.get_charge(charge_id="ch_x")
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 def test_a_key_still_in_use_at_stripe_is_transient_and_a_later_call_gets_the_one_refund(stripe: StripeStandIn) -> None:
     charge = stripe.add_charge(5000, "usd")
     params = RefundParams(charge_id=charge["id"], amount=1000, reason="requested_by_customer", idempotency_key="k-busy")
@@ -150,9 +149,9 @@ def test_a_key_used_with_other_parameters_is_a_final_refusal_and_refunds_nothing
     other = RefundParams(charge_id=charge["id"], amount=2000, reason="requested_by_customer", idempotency_key="k-same")
 
     for _ in range(3):
-        with pytest.raises(StripeRefused) as caught:
+        with pytest.raises(IdempotencyKeyReused) as caught:  # a StripeRefused the service looks behind
             gateway.create_refund(other)
-        assert caught.value.code == "idempotency_error"
+        assert caught.value.code == "idempotency_error" and isinstance(caught.value, StripeRefused)
 
     assert stripe.refund_creations() == 1 and len(stripe.refunds) == 1
     assert [r["status"] for r in stripe.requests] == [200, 400, 400, 400]  # not retried by stripe-python either

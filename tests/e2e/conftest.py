@@ -8,8 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,21 +19,13 @@ import requests
 from standins.slack_webhook import SlackStandIn
 from standins.stripe_api import StripeStandIn
 from tests.conftest import INTAKE_TOKEN, STRIPE_KEY
+from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 # The production command of the README: `.venv/bin/gunicorn -c deploy/gunicorn.conf.py`.
 PRODUCTION_ARGS = ("-c", "deploy/gunicorn.conf.py")
 # The command the README documented before deploy/gunicorn.conf.py existed.
 OLD_README_ARGS = ("app:create_app()", "--workers", "2", "--threads", "4")
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float = 30.0, what: str, every: float = 0.05) -> None:
-    """Return as soon as `condition()` holds; fail naming `what` when it still does not after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(every)
 
 
 def free_port() -> int:

@@ -59,6 +59,21 @@ def test_down_webhook_answers_its_status_and_records_nothing(slack: SlackStandIn
     assert slack.attempts == 1
 
 
+@pytest.mark.parametrize(("status", "error"), [(403, "invalid_token"), (404, "no_service"),
+                                               (404, "channel_not_found"), (410, "channel_is_archived")])
+def test_a_broken_webhook_answers_with_slacks_status_and_text(slack: SlackStandIn, status: int, error: str) -> None:
+    slack.set_down(status, error)
+
+    response = WebhookClient(slack.webhook_url).send(text="lost")
+    slack.set_up()
+    slack.fail_next(1, status, error=error)
+    once = WebhookClient(slack.webhook_url).send(text="lost too")
+
+    assert (response.status_code, response.body) == (status, error)
+    assert (once.status_code, once.body) == (status, error)
+    assert slack.messages == [] and slack.attempts == 2
+
+
 def test_webhook_records_again_after_set_up(slack: SlackStandIn) -> None:
     client = WebhookClient(slack.webhook_url)
     slack.set_down(status=503)

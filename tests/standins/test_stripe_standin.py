@@ -20,6 +20,7 @@ import stripe
 from stripe.params import RefundCreateParams
 
 from standins.stripe_api import StripeStandIn, mask_api_key, parse_form
+from tests.polling import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -664,6 +665,25 @@ def test_delay_fault_holds_the_answer_back(standin: StripeStandIn, client: strip
 
     assert elapsed >= 0.3
     standin.clear_faults()
+
+
+def test_a_slow_request_ends_when_released_not_after_its_whole_delay(
+    standin: StripeStandIn, client: stripe.StripeClient
+) -> None:
+    standin.add_charge(5000, charge_id="ch_held")
+    standin.inject("slow", delay=60.0)
+    done: list[str] = []
+    caller = threading.Thread(target=lambda: done.append(client.v1.refunds.create(params={"charge": "ch_held"}).id))
+    caller.start()
+    wait_until(lambda: len(standin.requests) == 1, what="the request to reach the stand-in")
+    assert standin.refund_creations() == 0
+
+    started = time.monotonic()
+    standin.release_slow()
+    caller.join(timeout=10)
+
+    assert time.monotonic() - started < 10 and len(done) == 1
+    assert [r["id"] for r in standin.refunds] == done
 
 
 def test_inject_rejects_unknown_actions(standin: StripeStandIn) -> None:
