@@ -560,9 +560,9 @@ class RefundService:
 
     # -- reading ------------------------------------------------------------------------
 
-    def pending(self, limit: int, after: tuple[datetime, int] | None = None) -> tuple[list[dict[str, Any]], int]:
-        """Up to `limit` entries of the approval queue after position `after` (requested_at, pending id), oldest
-        first, as plain dicts; and how many entries the whole queue has."""
+    def pending(self, limit: int, after: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Up to `limit` entries of the approval queue after position `after` (a pending id), in the order they
+        were queued, as plain dicts; and how many entries the whole queue has."""
         with self.db.transaction() as conn:
             rows = store.list_pending(conn, limit, after)
             total = store.count_pending(conn)
