@@ -176,7 +176,7 @@ def pending_refunds() -> Any:
     rows, total = _service().pending(limit + 1, decode_cursor(request.args.get("cursor")))
     more, rows = len(rows) > limit, rows[:limit]  # one more than asked tells whether a next page exists
     following = url_for(".pending_refunds", limit=limit,
-                        cursor=encode_cursor(rows[-1]["requested_at"], rows[-1]["pending_id"])) if more else None
+                        cursor=encode_cursor(rows[-1]["pending_id"])) if more else None
     links: ApprovalLinks | None = current_app.extensions.get("approval_links")
     items = []
     for row in rows:

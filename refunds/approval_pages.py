@@ -17,7 +17,7 @@ from . import limits, store
 from .approval_links import ApprovalLinks, LinkClaims
 from .errors import LinkInvalid, RefundError
 from .money import Money
-from .service import Actor, RefundService
+from .service import CREDENTIAL_CHANGED, Actor, RefundService
 from .tables import iso_utc
 
 bp = Blueprint("approval_pages", __name__, template_folder="templates")
@@ -78,9 +78,16 @@ def act(token: str) -> Response:
         if not store.use_link(conn, claims.nonce, context["request"].id, claims.approver, service.clock()):
             return _page_error(USED, 404)
     actor = Actor(claims.approver, "link")
+    links = _links()
+    assert links is not None  # _load refused the link otherwise
+
+    def issued_for(token_hash: str) -> bool:
+        # Checked again where the decision is made: a token re-issued since _load kills this link there too.
+        return links.matches(claims, token_hash)
+
     try:
         if action == "approve":
-            outcome = service.approve(claims.pending_id, actor)
+            outcome = service.approve(claims.pending_id, actor, credential=issued_for)
             message = {
                 "approved": f"Approved by {claims.approver}: refund {outcome.refund_id} was sent to Stripe.",
                 "awaiting_second_approval": f"{claims.approver}'s approval is recorded; a second approver is needed.",
@@ -89,8 +96,10 @@ def act(token: str) -> Response:
         else:
             # As the API's note: at most limits.NOTE characters, and no NUL (PostgreSQL text cannot hold one).
             note = (request.form.get("note") or "").replace("\x00", "").strip()[:limits.NOTE] or None
-            service.reject(claims.pending_id, actor, note)
+            service.reject(claims.pending_id, actor, note, credential=issued_for)
             message = f"Rejected by {claims.approver}."
+    except LinkInvalid as exc:
+        return _page_error(exc.message, 404)
     except RefundError as exc:
         message = exc.message
     _, context = _load(token, allow_used=True)
@@ -113,7 +122,7 @@ def _load(token: str, *, allow_used: bool = False) -> tuple[LinkClaims, dict[str
         approver = store.get_active_approver(conn, claims.approver)
         # A revoked or re-issued token kills every link made for it, even when the name is active again.
         if approver is None or not links.matches(claims, approver.token_hash):
-            raise LinkInvalid("This approval link belongs to someone who is no longer an approver.")
+            raise LinkInvalid(CREDENTIAL_CHANGED)
         request_row = store.get_request(conn, pending.request_id)
         approvals = store.approvers_of(conn, pending.request_id)
     context = {

@@ -13,12 +13,23 @@ with a Cyrillic і all have the key `maria`. The skeletons come from the `disarm
 An email address also has the key of its local part, without a `+tag`: `maria+refunds@example.com`
 counts as `maria`. This errs on the side of refusing: a false match only means another approver
 must decide, while a missed one lets a person approve their own refund.
+
+A value is known by the keys of every identity it names, in the forms support tools and Slack write
+them: `Maria <maria@example.com>` (an RFC 5322 mailbox: the display name and the address both count),
+Slack mentions `<@U024MARIA>` and `<@U024MARIA|maria>` (the id and the label), `@maria`,
+`mailto:maria@example.com`, and a quoted local part `"maria"@example.com`.
+
+Keys also fold the multi-letter look-alikes TS #39 lists but its skeleton does not map (its prototypes
+are single characters): `rn` reads as `m`, `vv` as `w`, `cl` as `d`. Folded on both sides, so the
+comparison stays consistent; `rnaria` is `maria`.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable, Iterable
+from email.utils import getaddresses
 
 from disarm import is_mixed_script, skeleton_key
 
@@ -64,17 +75,64 @@ def skeleton(value: str) -> str:
     return skeleton_key(normal, digit_policy="tr39") if normal else ""
 
 
+# Multi-letter look-alikes (TS #39 confusables whose source is two letters), folded after the skeleton.
+_MULTI_LETTER = (("rn", "m"), ("vv", "w"), ("cl", "d"))
+# Slack's mention of a member: `<@U024BE7LH>` or `<@U024BE7LH|label>`.
+_SLACK_MENTION = re.compile(r"<@([^|<>]*)(?:\|([^<>]*))?>")
+# An address whose local part is quoted: `"maria"@example.com`.
+_QUOTED_LOCAL = re.compile(r'"([^"]*)"@([^@]*)')
+# What counts as an address for its local-part key: an `@`, and no brackets or quotes (those forms are unwrapped).
+_ADDRESS = re.compile(r'[^<>"]*@[^<>"]*')
+
+
+def _fold(key: str) -> str:
+    for letters, letter in _MULTI_LETTER:
+        key = key.replace(letters, letter)
+    return key
+
+
+def _named(normal: str) -> set[str]:
+    """`normal` (a normal form) and every identity it names, unwrapped from mailbox, mention, `@` and
+    `mailto:` forms, repeatedly (`<mailto:maria@example.com>` names `maria@example.com`)."""
+    found: set[str] = set()
+    todo = [normal]
+    while todo:
+        value = todo.pop().strip()
+        if not value or value in found:
+            continue
+        found.add(value)
+        mention = _SLACK_MENTION.fullmatch(value)
+        if mention:
+            todo += [part for part in mention.groups() if part]
+        if value.startswith("@"):
+            todo.append(value[1:])
+        if value.startswith("mailto:"):
+            todo.append(value.removeprefix("mailto:"))
+        if value.startswith("<") and value.endswith(">"):
+            todo.append(value[1:-1])
+        quoted = _QUOTED_LOCAL.fullmatch(value)
+        if quoted:
+            todo.append(f"{quoted[1]}@{quoted[2]}")
+        # A mailbox, `Display Name <addr>`: only with angle brackets, as a bare `ana maria` is no address list.
+        if "<" in value and value.endswith(">") and not mention:
+            for display_name, address in getaddresses([value]):
+                todo += [display_name, address]
+    return found
+
+
 def keys(value: str) -> frozenset[str]:
-    """Every key `value` is known by: its skeleton and, for an email address, that of its local part
-    without a `+tag`. Empty for a value with nothing visible in it."""
-    found = {skeleton(value)}
-    normal = normalise(value)
-    if "@" in normal:
-        local, _, domain = normal.rpartition("@")
-        base = local.split("+", 1)[0]
-        found |= {skeleton(base), skeleton(f"{base}@{domain}")}
+    """Every key `value` is known by: for itself and each identity it names (see the module's docstring),
+    its skeleton and, for an email address, that of its local part without a `+tag`, with multi-letter
+    look-alikes folded. Empty for a value with nothing visible in it."""
+    found: set[str] = set()
+    for name in _named(normalise(value)):
+        found.add(skeleton(name))
+        if _ADDRESS.fullmatch(name):
+            local, _, domain = name.rpartition("@")
+            base = local.split("+", 1)[0]
+            found |= {skeleton(base), skeleton(f"{base}@{domain}")}
     found.discard("")
-    return frozenset(found)
+    return frozenset(_fold(key) for key in found)
 
 
 def same_person(requester: str, identities: Iterable[str]) -> bool:

@@ -16,6 +16,9 @@ __all__ = [
     "EVENT_TYPE",
     "FAILURE_REASON",
     "IDEMPOTENCY_KEY",
+    "METADATA_KEY",
+    "METADATA_KEYS",
+    "METADATA_VALUE",
     "NOTE",
     "REASON",
     "SHORT_TEXT",
@@ -51,3 +54,7 @@ ERROR_CODE = 100
 EVENT_TYPE = 100
 STATUS = 32
 REASON = 32
+# Stripe's own limits on an object's metadata: at most 50 keys, each at most 40 characters, each value at most 500.
+METADATA_KEYS = 50
+METADATA_KEY = 40
+METADATA_VALUE = 500

@@ -445,10 +445,12 @@ def openapi_document() -> dict[str, Any]:
             "/pending-refunds": {
                 "get": {
                     "operationId": "listPendingRefunds",
-                    "summary": "The approval queue, oldest first, a page at a time.",
+                    "summary": "The approval queue, first queued first, a page at a time.",
                     "description": "Follow `next` until it is null to read the whole queue. Pages are keyset "
                                    "pages: refunds decided between two pages never make the next page skip or "
-                                   "repeat one, and refunds queued meanwhile come on a later page.",
+                                   "repeat one, and refunds queued meanwhile come on a later page (even one requested "
+                                   "long before, whose assessment waited for Stripe). Items are in the order "
+                                   "they were queued; `requested_at` need not grow from item to item.",
                     "security": [{"approverToken": []}],
                     "parameters": [
                         {"name": "limit", "in": "query", "required": False,

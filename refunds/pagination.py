@@ -1,15 +1,17 @@
 """Pages of the approval queue: the `limit` and `cursor` query parameters of GET /pending-refunds.
 
-Keyset pagination: a cursor is a position in the queue's order (requested_at, then pending id), and a page
-lists the entries after it. Entries decided between two pages therefore never shift the next page: nothing
-is repeated or skipped, and refunds queued meanwhile appear on a later page. Every string the cursor
-pattern accepts is a position (one past the end lists nothing), so no well-formed cursor is refused.
+Keyset pagination in the order refunds joined the queue: by pending id, which only grows (ids are handed out
+and committed in order, see `store.insert_pending`). A cursor is the id of the last entry a page listed, and
+the next page lists the entries after it. Entries decided between two pages therefore never shift the next
+page: nothing is repeated or skipped, and refunds queued meanwhile appear on a later page, even a request
+made long ago whose assessment waited (its `requested_at` is older than entries already listed, its place in
+the queue is not). Every string the cursor pattern accepts is a position (one past the end lists nothing), so
+no well-formed cursor is refused.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
 
 from .errors import InvalidRequest
 from .schemas import MAX_ID
@@ -18,10 +20,8 @@ __all__ = ["CURSOR_PATTERN", "DEFAULT_LIMIT", "MAX_LIMIT", "decode_cursor", "enc
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
-# `<microseconds since 1970 of requested_at>-<pending id>`: opaque to clients, who pass back `next` as it is.
-CURSOR_PATTERN = r"^[0-9]{1,17}-[0-9]{1,10}$"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_LAST = datetime.max.replace(tzinfo=UTC)
+# The last listed pending id, in decimal: opaque to clients, who pass back `next` as it is.
+CURSOR_PATTERN = r"^[0-9]{1,10}$"
 
 
 def page_limit(value: str | None) -> int:
@@ -33,21 +33,17 @@ def page_limit(value: str | None) -> int:
     return int(value)
 
 
-def encode_cursor(requested_at: datetime, pending_id: int) -> str:
-    """The cursor of the position just after the entry (requested_at, pending_id)."""
-    delta = requested_at - _EPOCH
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return f"{micros}-{pending_id}"
+def encode_cursor(pending_id: int) -> str:
+    """The cursor of the position just after the queue entry `pending_id`."""
+    return str(pending_id)
 
 
-def decode_cursor(value: str | None) -> tuple[datetime, int] | None:
-    """The position a `cursor` query parameter names, or None when absent. Raises InvalidRequest if malformed."""
+def decode_cursor(value: str | None) -> int | None:
+    """The position (a pending id; entries after it follow) a `cursor` query parameter names, or None when
+    absent. Raises InvalidRequest if malformed."""
     if value is None:
         return None
     if not re.fullmatch(CURSOR_PATTERN, value):
         raise InvalidRequest("cursor: not a cursor of this queue; follow the `next` link of the previous page.")
-    micros, _, pending_id = value.partition("-")
-    # Beyond the last representable time or id: a position after every entry, so the page is empty.
-    at = _EPOCH + timedelta(microseconds=int(micros)) if int(micros) < (_LAST - _EPOCH) // timedelta(microseconds=1) \
-        else _LAST
-    return at, min(int(pending_id), MAX_ID)
+    # Beyond the largest id: a position after every entry, so the page is empty.
+    return min(int(value), MAX_ID)

@@ -163,6 +163,9 @@ class RejectBody(_Strict):
 # What Stripe sends is checked like any input, signed or not: a value that cannot be stored or compared is a
 # 400 naming the field (Stripe shows it on the endpoint's page), never a 500 that Stripe retries for days.
 StripeText = Annotated[StrictStr, Field(min_length=1, max_length=limits.STRIPE_ID, pattern=TEXT_PATTERN)]
+# Metadata within Stripe's own limits. `refund_key` is compared with a TEXT column: a NUL would make PostgreSQL fail.
+MetadataKey = Annotated[StrictStr, Field(min_length=1, max_length=limits.METADATA_KEY, pattern=TEXT_PATTERN)]
+MetadataValue = Annotated[StrictStr, Field(max_length=limits.METADATA_VALUE, pattern=TEXT_PATTERN)]
 # An amount Stripe reports: `0` (a zero-amount object) or more, within the bound of the request's Amount.
 StripeAmount = Annotated[StrictInt, Field(ge=0, le=MAX_AMOUNT), BeforeValidator(_whole_number)]
 
@@ -183,7 +186,8 @@ class StripeRefund(_StripeObject):
     status: Annotated[StrictStr, Field(min_length=1, max_length=limits.STATUS, pattern=TEXT_PATTERN)] | None = None
     failure_reason: Annotated[StrictStr, Field(max_length=limits.FAILURE_REASON, pattern=TEXT_PATTERN)] | None = None
     charge: StripeText | None = Field(default=None, description="The refunded charge's id.")
-    metadata: dict[str, StrictStr] | None = None
+    metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=limits.METADATA_KEYS)] | None = Field(
+        default=None, description="Stripe's limits: 50 keys of up to 40 characters, values of up to 500; no NUL.")
 
 
 class _StripeEventData(_StripeObject):

@@ -28,6 +28,7 @@ from .errors import (
     ExceedsRefundable,
     IdempotencyKeyReused,
     IdempotencyMismatch,
+    LinkInvalid,
     NotAnApprover,
     NotPending,
     OverApprovalLimit,
@@ -75,6 +76,12 @@ class Actor:
     name: str
     channel: str = "api"
 
+
+# Given the acting approver's current token hash, True if the action was authorised with that credential
+# (an approval link bound to it). Checked in the transaction that decides, so a credential re-issued after
+# the caller's own check still stops the action.
+CredentialCheck = Callable[[str], bool]
+CREDENTIAL_CHANGED = "This approval link belongs to someone who is no longer an approver."
 
 INTAKE = Actor("intake", "api")
 WORKER = Actor("worker", "worker")
@@ -295,12 +302,14 @@ class RefundService:
 
     # -- approval queue -----------------------------------------------------------------
 
-    def approve(self, pending_id: int, actor: Actor) -> Outcome:
+    def approve(self, pending_id: int, actor: Actor, *, credential: CredentialCheck | None = None) -> Outcome:
         """Record `actor`'s approval; once enough people approved, execute the refund (once).
 
         Raises RequestNotFound, NotPending (with the current status), NotAnApprover,
         SelfApproval, OverApprovalLimit, AlreadyApproved, or ExceedsRefundable (refunds in
         progress leave too little; nothing is recorded and the request stays pending).
+        With `credential`, raises LinkInvalid and records nothing unless it accepts the approver's
+        token hash as read in the deciding transaction.
         Returns awaiting_second_approval, approved, processing or failed.
         """
         now = self.clock()
@@ -308,7 +317,7 @@ class RefundService:
             pending = self._open_pending(conn, pending_id)
             request = store.get_request(conn, pending.request_id)
             assert request is not None
-            self._may_approve(conn, actor, request, pending)
+            self._may_approve(conn, actor, request, pending, credential)
             if not store.add_approval(conn, pending.request_id, actor.name, actor.channel, now):
                 raise AlreadyApproved(f"{actor.name} already approved pending refund {pending_id}; "
                                       "a second, different approver is needed.")
@@ -348,10 +357,13 @@ class RefundService:
             raise NotPending(f"Pending refund {pending_id} is already {pending.status}{by}.", status=pending.status)
         return pending
 
-    def _may_approve(self, conn: Connection, actor: Actor, request: Row[Any], pending: Row[Any]) -> None:
+    def _may_approve(self, conn: Connection, actor: Actor, request: Row[Any], pending: Row[Any],
+                     credential: CredentialCheck | None) -> None:
         approver = approvers.active_in(conn, actor.name)
         if approver is None:
             raise NotAnApprover(f"{actor.name} is not an active approver.")
+        if credential is not None and not credential(approver.token_hash):
+            raise LinkInvalid(CREDENTIAL_CHANGED)
         # Against every identity (name, emails, Slack user), through look-alikes: see identity.py.
         if identity.same_person(request.requested_by, approver.identities):
             raise SelfApproval(f"{actor.name} asked for this refund and cannot approve it.")
@@ -361,13 +373,18 @@ class RefundService:
                 f"{Money(approver.approval_limit, pending.currency)}."
             )
 
-    def reject(self, pending_id: int, actor: Actor, note: str | None) -> Outcome:
-        """Reject a pending refund; nothing is sent to Stripe. Raises RequestNotFound or NotPending."""
+    def reject(self, pending_id: int, actor: Actor, note: str | None, *,
+               credential: CredentialCheck | None = None) -> Outcome:
+        """Reject a pending refund; nothing is sent to Stripe. Raises RequestNotFound, NotPending or
+        NotAnApprover; with `credential`, LinkInvalid (nothing recorded) as `approve` does."""
         now = self.clock()
         with self.db.transaction() as conn:
             pending = self._open_pending(conn, pending_id)
-            if store.get_active_approver(conn, actor.name) is None:
+            approver = store.get_active_approver(conn, actor.name)
+            if approver is None:
                 raise NotAnApprover(f"{actor.name} is not an active approver.")
+            if credential is not None and not credential(approver.token_hash):
+                raise LinkInvalid(CREDENTIAL_CHANGED)
             store.decide_pending(conn, pending_id, status="rejected", decided_by=actor.name, at=now, note=note)
             store.update_request(conn, pending.request_id, expect_status="pending_approval",
                                  status="rejected", resolved_at=now, updated_at=now)
@@ -572,9 +589,9 @@ class RefundService:
 
     # -- reading ------------------------------------------------------------------------
 
-    def pending(self, limit: int, after: tuple[datetime, int] | None = None) -> tuple[list[dict[str, Any]], int]:
-        """Up to `limit` entries of the approval queue after position `after` (requested_at, pending id), oldest
-        first, as plain dicts; and how many entries the whole queue has."""
+    def pending(self, limit: int, after: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Up to `limit` entries of the approval queue after position `after` (a pending id), in the order they
+        were queued, as plain dicts; and how many entries the whole queue has."""
         with self.db.transaction() as conn:
             rows = store.list_pending(conn, limit, after)
             total = store.count_pending(conn)

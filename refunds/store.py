@@ -10,7 +10,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, and_, case, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, Table, and_, case, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .tables import (
@@ -25,6 +25,9 @@ from .tables import (
     refund_requests,
     stripe_events,
 )
+
+# The advisory lock key that serialises queueing on PostgreSQL (see `insert_pending`): any fixed 64-bit number.
+_QUEUE_LOCK = 0x7265_6675_6E64_7101
 
 
 def _insert(conn: Connection, table: Table) -> Any:
@@ -90,6 +93,15 @@ def claim_due_requests(conn: Connection, now: datetime, lease: timedelta, limit:
 
 
 def insert_pending(conn: Connection, values: dict[str, Any]) -> int:
+    """Queue a refund for approval; returns its pending id.
+
+    Pending ids order the queue and its pages (see pagination.py), so they must become visible in the order
+    they are handed out: a page read while id 10 is uncommitted and 11 committed would list 11, and 10 would
+    then sit behind the reader's cursor. On PostgreSQL a transaction-scoped advisory lock makes queueing
+    transactions take ids and commit one at a time; SQLite has a single writer already.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _QUEUE_LOCK})
     result = conn.execute(insert(pending_refunds).values(**values))
     return int(result.inserted_primary_key[0])  # type: ignore[index]
 
@@ -181,11 +193,12 @@ def decide_pending(
     ).rowcount == 1
 
 
-def list_pending(conn: Connection, limit: int, after: tuple[datetime, int] | None = None) -> list[Row[Any]]:
-    """Up to `limit` entries of the approval queue, oldest first (requested_at, then id), with the request's details.
+def list_pending(conn: Connection, limit: int, after: int | None = None) -> list[Row[Any]]:
+    """Up to `limit` entries of the approval queue in the order they were queued (pending id), with the
+    request's details.
 
-    `after` is a queue position (requested_at, pending id): only entries after it are listed (keyset pagination,
-    so that a page never repeats or skips an entry because others were decided meanwhile).
+    `after` is a queue position (a pending id): only entries after it are listed (keyset pagination, so that a
+    page never repeats or skips an entry because others were decided or queued meanwhile).
     """
     query = (
         select(
@@ -204,13 +217,11 @@ def list_pending(conn: Connection, limit: int, after: tuple[datetime, int] | Non
         )
         .join(refund_requests, refund_requests.c.id == pending_refunds.c.request_id)
         .where(pending_refunds.c.status == "pending")
-        .order_by(pending_refunds.c.requested_at, pending_refunds.c.id)
+        .order_by(pending_refunds.c.id)
         .limit(limit)
     )
     if after is not None:
-        at, pending_id = after
-        query = query.where(or_(pending_refunds.c.requested_at > at,
-                                and_(pending_refunds.c.requested_at == at, pending_refunds.c.id > pending_id)))
+        query = query.where(pending_refunds.c.id > after)
     return list(conn.execute(query))
 
 

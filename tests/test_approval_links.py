@@ -13,10 +13,12 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from refunds import create_app
 from refunds.approval_links import SALT
+from refunds.approvers import active as active_approver
 from refunds.approvers import add as add_approver
 from refunds.approvers import revoke
-from refunds.service import utcnow
-from refunds.tables import approval_link_uses, audit_log, pending_refunds
+from refunds.errors import LinkInvalid
+from refunds.service import Actor, utcnow
+from refunds.tables import approval_link_uses, approvals, audit_log, pending_refunds
 from tests.conftest import make_settings
 from tests.fakes import FakeClock, FakeGateway, FakeNotifier
 from tests.test_refund_request import rows
@@ -229,3 +231,76 @@ def test_a_link_made_for_an_earlier_token_is_refused_after_the_cli_reissues_it(
     assert client.post(old_link, data={"csrf_token": "c", "action": "approve"}).status_code == 404
     assert gateway.calls == []
     assert rows(app, pending_refunds)[0].status == "pending"
+
+
+class _ReissuingClock(FakeClock):
+    """A clock that, once armed, revokes and re-adds maria when it is read for the `at`-th time: a token
+    re-issued at that moment of a request, deterministically."""
+
+    def __init__(self, app: Flask, at: int) -> None:
+        super().__init__()
+        self.app, self.at, self.reads, self.reissued = app, at, 0, False
+
+    def __call__(self) -> Any:
+        self.reads += 1
+        if self.reads == self.at and not self.reissued:
+            self.reissued = True
+            db = self.app.extensions["refund_service"].db
+            revoke(db, "maria", utcnow())
+            add_approver(db, "maria", utcnow())
+        return super().__call__()
+
+
+@pytest.mark.parametrize("action", ["approve", "reject"])
+def test_a_token_reissued_after_the_link_was_checked_but_before_the_decision_stops_the_link(
+    app: Flask, client: FlaskClient, link: str, gateway: FakeGateway, action: str
+) -> None:
+    _, csrf = open_page(client, link)
+    service = app.extensions["refund_service"]
+    # The POST reads the clock first to spend the link (after the link's own check), then in `approve` or
+    # `reject` before the deciding transaction: maria's token is re-issued between those two reads.
+    service.clock = clock = _ReissuingClock(app, at=2)
+    page = client.post(link, data={"csrf_token": csrf, "action": action, "note": "no"})
+    assert clock.reissued
+    assert page.status_code == 404
+    assert "no longer an approver" in page.get_data(as_text=True)
+    assert [p.status for p in rows(app, pending_refunds)] == ["pending"]
+    assert rows(app, approvals) == []
+    assert [a.action for a in rows(app, audit_log) if a.action in ("approved", "rejected")] == []
+    assert gateway.refunds == [] and gateway.calls == []
+
+
+@pytest.mark.parametrize("action", ["approve", "reject"])
+def test_the_service_refuses_a_decision_whose_link_credential_is_stale(
+    app: Flask, client: FlaskClient, link: str, gateway: FakeGateway, action: str
+) -> None:
+    service = app.extensions["refund_service"]
+    links = app.extensions["approval_links"]
+    claims = links.read(link.removeprefix("/approval-links/"))
+    db = service.db
+    revoke(db, "maria", utcnow())
+    add_approver(db, "maria", utcnow())
+
+    def issued_for(token_hash: str) -> bool:
+        return bool(links.matches(claims, token_hash))
+
+    with pytest.raises(LinkInvalid):
+        if action == "approve":
+            service.approve(claims.pending_id, Actor("maria", "link"), credential=issued_for)
+        else:
+            service.reject(claims.pending_id, Actor("maria", "link"), None, credential=issued_for)
+    assert [p.status for p in rows(app, pending_refunds)] == ["pending"]
+    assert rows(app, approvals) == []
+    assert gateway.refunds == [] and gateway.calls == []
+    # The same approver with her current credential decides as usual.
+    fresh = approvers_hash(app, "maria")
+    assert not issued_for(fresh)
+    outcome = service.approve(claims.pending_id, Actor("maria", "link"),
+                              credential=lambda token_hash: token_hash == fresh)
+    assert outcome.status == "approved" and len(gateway.refunds) == 1
+
+
+def approvers_hash(app: Flask, name: str) -> str:
+    approver = active_approver(app.extensions["refund_service"].db, name)
+    assert approver is not None
+    return approver.token_hash

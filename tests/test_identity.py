@@ -81,3 +81,37 @@ def test_invisible_characters_and_words_mixing_scripts_are_ambiguous(value: str)
 def test_ordinary_names_in_any_one_script_are_not_ambiguous(value: str) -> None:
     assert ambiguity(value) is None
     assert unambiguous("requested_by")(value) == value
+
+
+MARIA = ["maria", "maria@example.com", "U024MARIA"]
+
+
+@pytest.mark.parametrize(
+    ("requester", "named"),
+    [
+        ("Maria <maria@example.com>", {"maria", "maria@example.com"}),
+        ('"Maria" <maria@example.com>', {"maria", "maria@example.com"}),
+        ("<@U024MARIA>", {"uo24maria"}),  # TS #39's skeleton reads 0 as o
+        ("<@U024MARIA|maria>", {"uo24maria", "maria"}),
+        ("@maria", {"maria"}),
+        ("mailto:maria@example.com", {"maria@example.com", "maria"}),
+        ("<mailto:maria@example.com>", {"maria@example.com", "maria"}),
+        ('"maria"@example.com', {"maria@example.com", "maria"}),
+    ],
+)
+def test_a_value_is_known_by_the_keys_of_every_identity_it_names(requester: str, named: set[str]) -> None:
+    assert named <= keys(requester)
+    assert same_person(requester, MARIA)
+
+
+@pytest.mark.parametrize(("look_alike", "plain"), [("rnaria", "maria"), ("vvalter", "walter"), ("clana", "dana"),
+                                                   ("RNARIA", "maria"), ("rnar\u0456a", "maria")])
+def test_multi_letter_look_alikes_fold_on_both_sides(look_alike: str, plain: str) -> None:
+    assert keys(look_alike) == keys(plain)
+    assert same_person(look_alike, [plain]) and same_person(plain, [look_alike])
+
+
+@pytest.mark.parametrize("requester", ["Ana <ana@example.com>", "<@U024ANA|ana>", "@ana", "mailto:ana@example.com",
+                                       '"ana"@example.com', "Ana Maria", "José García <jose@example.com>"])
+def test_other_people_in_the_same_forms_are_not_maria(requester: str) -> None:
+    assert not same_person(requester, MARIA)

@@ -41,6 +41,19 @@ VARIANTS = [
     pytest.param("maria+refunds@example.com", 403, id="her email with a +tag"),
     pytest.param("maria@elsewhere.example", 403, id="an email whose local part is her name"),
     pytest.param(MARIAS_SLACK_USER.lower(), 403, id="her Slack user id"),
+    # The forms support tools and Slack write a person in: each names one of her identities.
+    pytest.param("Maria <maria@example.com>", 403, id="a From header with her name and email"),
+    pytest.param("Someone <maria@example.com>", 403, id="a From header with her email"),
+    pytest.param("Maria <someone@example.com>", 403, id="a From header with her name"),
+    pytest.param('"Garcia, M." <M.Garcia@Corp.example>', 403, id="a From header with a quoted name"),
+    pytest.param(f"<@{MARIAS_SLACK_USER}>", 403, id="a Slack mention"),
+    pytest.param(f"<@{MARIAS_SLACK_USER}|maria>", 403, id="a Slack mention with her label"),
+    pytest.param("<@U999OTHER|maria>", 403, id="a Slack mention labelled with her name"),
+    pytest.param("@maria", 403, id="an at-mention"),
+    pytest.param("mailto:maria@example.com", 403, id="a mailto URI"),
+    pytest.param('"maria"@example.com', 403, id="a quoted local part"),
+    pytest.param("rnaria", 403, id="rn for m"),
+    pytest.param("RNARIA", 403, id="RN for M"),
 ]
 
 
@@ -75,13 +88,14 @@ def test_maria_cannot_approve_a_refund_she_asked_for_under_any_spelling(
 def test_maria_can_approve_what_someone_else_asked_for(
     app: Flask, client: FlaskClient, gateway: FakeGateway, intake_headers: dict[str, str], maria: dict[str, str]
 ) -> None:
-    for requested_by in ("ana@example.com", "Mariana", "José García", "Дмитрий"):
+    for requested_by in ("ana@example.com", "Mariana", "José García", "Дмитрий", "Ana <ana@example.com>",
+                         "<@U024ANA|ana>", "@ana", "mailto:ana@example.com"):
         asked = client.post("/refund-request", json={"charge_id": "ch_big", "amount": 1000 + len(gateway.refunds),
                                                       "requested_by": requested_by}, headers=intake_headers)
         assert asked.status_code in (200, 202), asked.get_json()
     for pending in rows(app, pending_refunds):
         assert client.post("/approve-refund", json={"pending_id": pending.id}, headers=maria).status_code == 200
-    assert len(gateway.refunds) == 4
+    assert len(gateway.refunds) == 8
 
 
 @pytest.mark.parametrize("requested_by", ["mar\u200bia", "mar\u0456a", "ma\u2066ria\u2069", "maria\t"])

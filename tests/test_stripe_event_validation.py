@@ -41,6 +41,18 @@ def deliver_raw(client: FlaskClient, payload: bytes) -> Any:
         ({"id": "re_" + "r" * 253}, None, "data.object.id"),
         ({"status": "s" * 33}, None, "data.object.status"),
         ({"id": None}, None, "data.object.id"),
+        # NUL: PostgreSQL text cannot hold it, so comparing or storing it fails there (a 500 before).
+        ({"metadata": {"refund_key": "rk\x00"}}, None, "data.object.metadata.refund_key"),
+        ({"metadata": {"refund\x00key": "rk_1"}}, None, "data.object.metadata"),
+        ({"id": "re_\x00"}, None, "data.object.id"),
+        ({"charge": "ch_\x00"}, None, "data.object.charge"),
+        ({"status": "succeeded\x00"}, None, "data.object.status"),
+        ({"failure_reason": "lost\x00", "status": "failed"}, None, "data.object.failure_reason"),
+        ({"currency": "us\x00"}, None, "data.object.currency"),
+        # Stripe's own metadata limits: keys of up to 40 characters, values of up to 500, at most 50 keys.
+        ({"metadata": {"k" * 41: "v"}}, None, "data.object.metadata"),
+        ({"metadata": {"refund_key": "v" * 501}}, None, "data.object.metadata.refund_key"),
+        ({"metadata": {f"k{n}": "v" for n in range(51)}}, None, "data.object.metadata"),
     ],
 )
 def test_a_signed_refund_event_the_service_cannot_store_is_refused_naming_the_field_and_nothing_is_recorded(
@@ -61,7 +73,7 @@ def test_a_signed_refund_event_the_service_cannot_store_is_refused_naming_the_fi
 @pytest.mark.parametrize(
     ("change", "named"),
     [({"id": "evt_" + "e" * 252}, "id"), ({"type": "t" * 101}, "type"), ({"created": 1e309}, "created"),
-     ({"data": []}, "data")],
+     ({"data": []}, "data"), ({"id": "evt_\x00"}, "id"), ({"type": "refund.updated\x00"}, "type")],
 )
 def test_a_signed_event_whose_envelope_cannot_be_stored_is_refused_naming_the_field(
     app: Flask, client: FlaskClient, change: dict[str, Any], named: str
@@ -72,6 +84,16 @@ def test_a_signed_event_whose_envelope_cannot_be_stored_is_refused_naming_the_fi
     assert (response.status_code, response.get_json()["error"]) == (400, "invalid_event"), response.get_json()
     assert response.get_json()["message"].startswith(f"Not a Stripe event: {named}")
     assert rows(app, stripe_events) == []
+
+
+def test_metadata_at_stripes_limits_is_accepted_and_a_refund_key_that_is_not_ours_is_logged_as_external(
+    app: Flask, client: FlaskClient
+) -> None:
+    metadata = {"refund_key": "v" * 500, **{"k" * 38 + f"{n:02}": "v" * 500 for n in range(49)}}
+    event = refund_event({**GOOD_REFUND, "metadata": metadata}, "refund.updated")
+    response = deliver_raw(client, json.dumps(event).encode())
+    assert response.get_json() == {"received": True, "result": "applied"}
+    assert [row.decision for row in rows(app, refund_log)] == ["external"]
 
 
 def test_a_valid_refund_event_after_a_refused_one_is_applied(app: Flask, client: FlaskClient) -> None:
