@@ -7,6 +7,7 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -52,9 +53,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.line(f"{count:4d} x {reason}")
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, migrated to head, dropped at the end."""
+@contextmanager
+def empty_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database on TEST_DATABASE_URL's server (its URL), dropped afterwards.
+
+    Skips the test, saying why, when TEST_DATABASE_URL is unset.
+    """
     admin_url = os.environ.get("TEST_DATABASE_URL")
     if not admin_url:
         pytest.skip(PG_SKIP_REASON)
@@ -62,14 +66,22 @@ def postgres_url() -> Iterator[str]:
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    db = Database(url)
-    db.upgrade()
-    db.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated to head, dropped at the end."""
+    with empty_postgres_database() as url:
+        db = Database(url)
+        db.upgrade()
+        db.dispose()
+        yield url
 
 
 def _truncate_postgres(url: str) -> None:

@@ -8,14 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import requests
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from refunds.db import head_revision
 from standins.stripe_api import StripeStandIn
-from tests.conftest import INTAKE_TOKEN, PG_SKIP_REASON, STRIPE_KEY
+from tests.conftest import INTAKE_TOKEN, STRIPE_KEY, empty_postgres_database
 from tests.e2e.conftest import ROOT, free_port, stop, wait_until
 
 CONFIG = str(ROOT / "deploy" / "gunicorn.conf.py")
@@ -78,24 +75,12 @@ def test_the_production_command_reads_env_from_where_it_is_started(tmp_path: Pat
 
 def test_an_unmigrated_postgresql_database_stops_the_production_command_with_one_line(tmp_path: Path) -> None:
     """Before: gunicorn started, /healthz said ok, and every refund request answered 500."""
-    admin_url = os.environ.get("TEST_DATABASE_URL")
-    if not admin_url:
-        pytest.skip(PG_SKIP_REASON)
-    name = f"refunds_unmigrated_{tmp_path.name[-8:].lower().replace('-', '_')}_{os.getpid()}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    with empty_postgres_database() as url:
         (tmp_path / ".env").write_text(f"STRIPE_SECRET_KEY=sk_test_abc\nINTAKE_TOKEN={INTAKE_TOKEN}\n"
                                        f"DATABASE_URL={url}\n")
         result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", CONFIG, "--bind",
                                  f"127.0.0.1:{free_port()}"], cwd=tmp_path, env=operator_env(),
                                 capture_output=True, text=True, timeout=30, check=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert errors == ["database error: the database at DATABASE_URL is at migration none (empty) but this code "
