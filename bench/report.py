@@ -33,6 +33,7 @@ class Run:
     standin_cpu: float = 0.0
     load_cpu: float = 0.0
     machine_busy: float = 0.0  # share of all cores busy during the run, 0 to 1
+    other_cores: float = 0.0  # cores used during the run by processes the benchmark did not start
 
     @property
     def throughput(self) -> float:
@@ -158,7 +159,7 @@ def format_run(run: Run, repetition: int) -> str:
     return (f"{run.connections:>5}  {run.target:<14} #{repetition}  {run.throughput:>8.1f} req/s  "
             f"p50 {run.p50_ms:6.1f} ms  p99 {run.p99_ms:6.1f} ms  {run.requests:>6} answers, {run.refunds:>6} refunds  "
             f"CPU s: app {run.app_cpu:5.2f}, stand-in {run.standin_cpu:5.2f}, wrk {run.load_cpu:5.2f}; "
-            f"machine {100 * run.machine_busy:3.0f}% busy  {verdict}")
+            f"machine {100 * run.machine_busy:3.0f}% busy, {run.other_cores:.2f} cores by others  {verdict}")
 
 
 def format_slack_effect(all_figures: Sequence[Figure], slack_target: str) -> list[str]:

@@ -356,11 +356,14 @@ def measure(bench: Bench, target: Target, connections: int, seconds: float) -> R
     standin_pids = [bench.stripe.process.pid]
     app_pids = target.pids()
     refunds_before, calls_before = bench.stripe_stats()
-    app_before, standin_before = cpu_seconds(app_pids), cpu_seconds(standin_pids)
+    all_pids = bench.all_pids()
+    app_before, standin_before, all_before = cpu_seconds(app_pids), cpu_seconds(standin_pids), cpu_seconds(all_pids)
     busy_before, total_before = machine_jiffies()
     result, load_cpu = run_wrk(target.url, "refund.lua", connections, seconds,
                                [uuid.uuid4().hex[:12], INTAKE_TOKEN, str(bench.charges)])
     busy_after, total_after = machine_jiffies()
+    ours = cpu_seconds(all_pids) - all_before + load_cpu
+    wall = int(result["duration_us"]) / 1e6
     settle(bench)
     target.served += int(result["requests"])
     not_ok = sum(int(result[key]) for key in ("not_200", "connect_errors", "read_errors", "write_errors", "timeouts"))
@@ -372,6 +375,7 @@ def measure(bench: Bench, target: Target, connections: int, seconds: float) -> R
         calls=calls_after - calls_before,
         app_cpu=cpu_seconds(app_pids) - app_before, standin_cpu=cpu_seconds(standin_pids) - standin_before,
         load_cpu=load_cpu, machine_busy=(busy_after - busy_before) / max(total_after - total_before, 1),
+        other_cores=max((busy_after - busy_before) / CLOCK_TICKS - ours, 0.0) / max(wall, 0.001),
     )
 
 
@@ -485,6 +489,9 @@ def print_summary(args: argparse.Namespace, bench: Bench, runs: list[Run], stand
     busiest = max(runs, key=lambda run: run.standin_cpu / run.seconds)
     print(f"       Stripe stand-in during the runs: at most {busiest.standin_cpu / busiest.seconds:.2f} cores "
           f"({busiest.target}, {busiest.connections} connection{'s' if busiest.connections > 1 else ''})")
+    others = sorted(run.other_cores for run in runs)
+    print(f"       other processes on the machine during the runs: {others[0]:.2f} to {others[-1]:.2f} cores "
+          f"(median {others[len(others) // 2]:.2f}) of {os.cpu_count()}")
     print()
     print("memory:")
     print("\n".join(memory_lines(bench)))
