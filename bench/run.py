@@ -190,12 +190,15 @@ def rss_mb(pid: int) -> float:
     return int(match.group(1)) / 1024 if match else 0.0
 
 
-def machine_jiffies() -> tuple[int, int]:
-    """(busy, total) CPU time of the whole machine, from /proc/stat."""
+def machine_jiffies() -> tuple[int, int, int]:
+    """(busy, busy in processes, total) CPU time of the whole machine, from /proc/stat.
+
+    "In processes" is user, nice and system time: what processes' own counters add up to, without
+    interrupts (loopback traffic is partly handled there, and charged to no process)."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = values[3] + values[4]
     total = sum(values[:8])
-    return total - idle, total
+    return total - idle, values[0] + values[1] + values[2], total
 
 
 def load_average() -> str:
@@ -225,6 +228,7 @@ class Bench:
     charges: int
     targets: dict[str, Target] = field(default_factory=dict)
     extra_pids: list[int] = field(default_factory=list)  # the Slack stand-in, if any
+    slack_url: str | None = None
 
     def stripe_stats(self) -> tuple[int, int]:
         """(refunds created, calls received) by the Stripe stand-in so far."""
@@ -358,10 +362,10 @@ def measure(bench: Bench, target: Target, connections: int, seconds: float) -> R
     refunds_before, calls_before = bench.stripe_stats()
     all_pids = bench.all_pids()
     app_before, standin_before, all_before = cpu_seconds(app_pids), cpu_seconds(standin_pids), cpu_seconds(all_pids)
-    busy_before, total_before = machine_jiffies()
+    busy_before, processes_before, total_before = machine_jiffies()
     result, load_cpu = run_wrk(target.url, "refund.lua", connections, seconds,
                                [uuid.uuid4().hex[:12], INTAKE_TOKEN, str(bench.charges)])
-    busy_after, total_after = machine_jiffies()
+    busy_after, processes_after, total_after = machine_jiffies()
     ours = cpu_seconds(all_pids) - all_before + load_cpu
     wall = int(result["duration_us"]) / 1e6
     settle(bench)
@@ -375,7 +379,7 @@ def measure(bench: Bench, target: Target, connections: int, seconds: float) -> R
         calls=calls_after - calls_before,
         app_cpu=cpu_seconds(app_pids) - app_before, standin_cpu=cpu_seconds(standin_pids) - standin_before,
         load_cpu=load_cpu, machine_busy=(busy_after - busy_before) / max(total_after - total_before, 1),
-        other_cores=max((busy_after - busy_before) / CLOCK_TICKS - ours, 0.0) / max(wall, 0.001),
+        other_cores=max((processes_after - processes_before) / CLOCK_TICKS - ours, 0.0) / max(wall, 0.001),
     )
 
 
@@ -448,6 +452,7 @@ def start_all(args: argparse.Namespace, processes: Processes, workdir: Path, dat
     if args.slack_delay is not None:
         slack, slack_url = start_slack(processes, workdir, args.slack_delay)
         bench.extra_pids.append(slack.process.pid)
+        bench.slack_url = slack_url
     for name, database_url in databases.items():
         env = service_environment(bench, database_url, slack_url if name == SERVICE_SLACK else "")
         migrate(env, workdir / f"migrate-{name.replace('+', '-')}.log")
@@ -484,6 +489,12 @@ def print_summary(args: argparse.Namespace, bench: Bench, runs: list[Run], stand
     if args.slack_delay is not None:
         print()
         print("\n".join(format_slack_effect(all_figures, SERVICE_SLACK)))
+        assert bench.slack_url is not None
+        stats_url = bench.slack_url.split("/services/")[0] + "/bench/stats"
+        with urllib.request.urlopen(stats_url, timeout=10) as answer:
+            posts = int(json.load(answer)["messages"])
+        print(f"       the Slack stand-in was sent {posts:,} messages while {SERVICE_SLACK} answered "
+              f"{bench.targets[SERVICE_SLACK].served:,} requests (the rest wait in its outbox)")
     print()
     print("\n".join(standin_lines))
     busiest = max(runs, key=lambda run: run.standin_cpu / run.seconds)

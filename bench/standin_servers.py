@@ -6,7 +6,8 @@
 Each prints one line, ``READY {"url": ...}``, on stdout once it listens, then serves until SIGINT or
 SIGTERM. The Stripe stand-in also answers ``GET /bench/stats`` (no key) with how many refunds it
 has created and how many calls it has received, so the benchmark can check that every answer it
-counted was a real refund, made with the calls it expects.
+counted was a real refund, made with the calls it expects; the Slack stand-in's says how many
+messages it was sent.
 """
 
 from __future__ import annotations
@@ -51,6 +52,22 @@ class BenchStripeStandIn(StripeStandIn):
         super()._serve(handler)
 
 
+class BenchSlackStandIn(SlackStandIn):
+    """The Slack stand-in answering after `delay` seconds, with ``GET /bench/stats``: messages recorded."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.set_timeout(delay)
+
+    def _serve(self, handler: StandInRequestHandler) -> None:
+        if handler.command == "GET" and handler.path == STATS_PATH:
+            handler.read_body()
+            body = json.dumps({"messages": self.attempts}).encode()
+            handler.send_bytes(200, body, "application/json")
+            return
+        super()._serve(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one stand-in in the foreground; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m bench.standin_servers", description=__doc__,
@@ -65,12 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
-    standin: BenchStripeStandIn | SlackStandIn
+    standin: BenchStripeStandIn | BenchSlackStandIn
     if args.kind == "stripe":
         standin = BenchStripeStandIn(args.charges)
     else:
-        standin = SlackStandIn()
-        standin.set_timeout(args.delay)
+        standin = BenchSlackStandIn(args.delay)
     url = standin.start("127.0.0.1", args.port)
     sys.stdout.write("READY " + json.dumps({"url": url}) + "\n")
     sys.stdout.flush()

@@ -4,6 +4,7 @@ counters, and how runs become figures and ratios."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from bench.baseline_app import create_app
 from bench.report import Run, compare, figure, figures, format_figures, format_slack_effect
-from bench.standin_servers import API_KEY, BenchStripeStandIn, charge_id
+from bench.standin_servers import API_KEY, BenchSlackStandIn, BenchStripeStandIn, charge_id
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -50,6 +51,18 @@ def test_the_bench_stand_in_counts_refunds_and_calls_without_counting_itself(str
         "/refund-request", json={"charge_id": charge_id(0), "amount": 1}, headers={"Idempotency-Key": "k"})
 
     assert _stats(stripe) == {"refunds": 1, "calls": 2}
+
+
+def test_the_bench_slack_stand_in_answers_late_and_counts_what_it_was_sent() -> None:
+    with BenchSlackStandIn(delay=0.2) as slack:
+        post = urllib.request.Request(slack.webhook_url, data=b'{"text": "refunded"}',
+                                      headers={"Content-Type": "application/json"})
+        started = time.monotonic()
+        with urllib.request.urlopen(post, timeout=5) as answer:
+            assert answer.status == 200
+        assert time.monotonic() - started >= 0.2
+        with urllib.request.urlopen(slack.webhook_url.split("/services/")[0] + "/bench/stats", timeout=5) as answer:
+            assert json.load(answer) == {"messages": 1}
 
 
 def test_the_wrk_scripts_ask_for_the_charges_the_stand_in_seeds() -> None:
