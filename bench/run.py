@@ -513,8 +513,22 @@ def print_summary(args: argparse.Namespace, bench: Bench, runs: list[Run], stand
 
 def run_all(args: argparse.Namespace, connection_counts: Sequence[int], names: Sequence[str]) -> list[Run]:
     """Start everything, measure, print the report, stop everything (also on an exception); the runs."""
+    workdir = Path(tempfile.mkdtemp(prefix="refunds-bench-"))
+    try:
+        runs = _run_in(workdir, args, connection_counts, names)
+    except BaseException:
+        print(f"make bench: the logs and databases of this run are kept in {workdir}", file=sys.stderr)
+        raise
+    if all(run.valid for run in runs):
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"make bench: a run was invalid; the logs of this run are kept in {workdir}", file=sys.stderr)
+    return runs
+
+
+def _run_in(workdir: Path, args: argparse.Namespace, connection_counts: Sequence[int],
+            names: Sequence[str]) -> list[Run]:
     with ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="refunds-bench-")))
         databases = stack.enter_context(scratch_databases(args.database_url, workdir, names))
         processes = Processes()
         stack.callback(processes.stop_all)
@@ -524,7 +538,7 @@ def run_all(args: argparse.Namespace, connection_counts: Sequence[int], names: S
                          for connections in connection_counts if args.standin_duration > 0]
         print()
         runs = measure_interleaved(bench, connection_counts, args.repetitions, args.duration)
-        top_up(bench, bench.targets[SERVICE], args.rss_after, runs, budget=180.0)
+        top_up(bench, bench.targets[SERVICE], args.rss_after, runs, budget=100.0)
         print_summary(args, bench, runs, standin_lines)
         return runs
 
