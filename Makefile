@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: help install run test lint bench clean sandbox-clean demo-charge
+.PHONY: help install run test lint bench bench-tools clean sandbox-clean demo-charge
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -34,8 +34,15 @@ lint: $(BIN)/.installed ## ruff and mypy only
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: $(BIN)/.installed ## throughput and latency under gunicorn against the Stripe stand-in (bench/load.py)
-	$(BIN)/python bench/load.py
+bench: $(BIN)/.installed bench-tools ## the service against a bare baseline under wrk, ~4 min (BENCH_ARGS=--help)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# wrk is a Debian package, not a Python one: installed with apt-get when run as root, else asked for.
+bench-tools:
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && { \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; }; }; } \
+		|| { echo "make bench needs wrk: sudo apt-get install wrk (Debian, Ubuntu) or brew install wrk" >&2; exit 1; }
 
 demo-charge: $(BIN)/.installed ## a new charge in the running sandbox: make demo-charge AMOUNT=20000 CURRENCY=usd
 	$(BIN)/python -m refunds.sandbox charge $(or $(AMOUNT),20000) $(or $(CURRENCY),usd)

@@ -1,0 +1,1 @@
+"""`make bench`: the service against a bare Flask baseline, under the same gunicorn, driven by wrk (see run.py)."""
