@@ -222,7 +222,7 @@ def _lost_race(db: Database, name: str, slack_user_id: str | None, emails: Seque
     """What to say when a unique constraint refused a write that the checks had let through: a
     concurrent request took the name, Slack user or address in between. Checks again to say which."""
     try:
-        with db.transaction() as conn:
+        with db.read() as conn:
             row = conn.execute(select(approvers.c.revoked_at).where(approvers.c.name == name)).first()
             if row is not None and row.revoked_at is None:
                 return _exists(name)
