@@ -113,7 +113,7 @@ def _load(token: str, *, allow_used: bool = False) -> tuple[LinkClaims, dict[str
         raise LinkInvalid("Approval links are not enabled on this service.")
     claims = links.read(token)
     service = _service()
-    with service.db.transaction() as conn:
+    with service.db.read() as conn:
         if not allow_used and store.link_used(conn, claims.nonce):
             raise LinkInvalid(USED)
         pending = store.get_pending(conn, claims.pending_id)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import identity
@@ -74,11 +74,18 @@ def _with_emails(conn: Connection, row: Any) -> Approver:
     return _approver(row, emails_of(conn, row.id))
 
 
+# Built once: authentication and the approval's checks run these on every request.
+_EMAILS_OF = (select(approver_emails.c.email).where(approver_emails.c.approver_id == bindparam("b_id"))
+              .order_by(approver_emails.c.email))
+_ACTIVE = approvers.c.revoked_at.is_(None)
+_ACTIVE_BY_NAME = select(approvers).where(approvers.c.name == bindparam("b_name"), _ACTIVE)
+_ACTIVE_BY_SLACK_USER = select(approvers).where(approvers.c.slack_user_id == bindparam("b_user"), _ACTIVE)
+_ACTIVE_BY_TOKEN_HASH = select(approvers).where(approvers.c.token_hash == bindparam("b_hash"), _ACTIVE)
+
+
 def emails_of(conn: Connection, approver_id: int) -> list[str]:
     """The normalised email addresses of approver `approver_id`, sorted."""
-    rows = conn.execute(select(approver_emails.c.email).where(approver_emails.c.approver_id == approver_id)
-                        .order_by(approver_emails.c.email))
-    return [r.email for r in rows]
+    return [r.email for r in conn.execute(_EMAILS_OF, {"b_id": approver_id})]
 
 
 def normalise_emails(emails: Iterable[str]) -> list[str]:
@@ -215,7 +222,7 @@ def _lost_race(db: Database, name: str, slack_user_id: str | None, emails: Seque
     """What to say when a unique constraint refused a write that the checks had let through: a
     concurrent request took the name, Slack user or address in between. Checks again to say which."""
     try:
-        with db.transaction() as conn:
+        with db.read() as conn:
             row = conn.execute(select(approvers.c.revoked_at).where(approvers.c.name == name)).first()
             if row is not None and row.revoked_at is None:
                 return _exists(name)
@@ -247,7 +254,7 @@ def revoke(db: Database, name: str, now: datetime) -> None:
 
 def list_all(db: Database) -> list[Approver]:
     """Every approver, active or revoked, by name, with their email addresses."""
-    with db.transaction() as conn:
+    with db.read() as conn:
         rows = conn.execute(select(approvers).order_by(approvers.c.name)).all()
         emails: dict[int, list[str]] = {}
         for r in conn.execute(select(approver_emails).order_by(approver_emails.c.email)):
@@ -257,21 +264,20 @@ def list_all(db: Database) -> list[Approver]:
 
 def active(db: Database, name: str) -> Approver | None:
     """The active approver called `name`, or None."""
-    with db.transaction() as conn:
+    with db.read() as conn:
         return active_in(conn, name)
 
 
 def active_in(conn: Connection, name: str) -> Approver | None:
     """The active approver called `name` with all their identities, read in transaction `conn`, or None."""
-    row = conn.execute(select(approvers).where(approvers.c.name == name, approvers.c.revoked_at.is_(None))).first()
+    row = conn.execute(_ACTIVE_BY_NAME, {"b_name": name}).first()
     return _with_emails(conn, row) if row is not None else None
 
 
 def by_slack_user(db: Database, slack_user_id: str) -> Approver | None:
     """The active approver linked to Slack user `slack_user_id`, or None."""
-    with db.transaction() as conn:
-        row = conn.execute(select(approvers).where(approvers.c.slack_user_id == slack_user_id,
-                                                   approvers.c.revoked_at.is_(None))).first()
+    with db.read() as conn:
+        row = conn.execute(_ACTIVE_BY_SLACK_USER, {"b_user": slack_user_id}).first()
         return _with_emails(conn, row) if row is not None else None
 
 
@@ -279,8 +285,6 @@ def authenticate(db: Database, token: str) -> Approver | None:
     """The active approver holding `token`, or None."""
     if not token.startswith(TOKEN_PREFIX):
         return None
-    with db.transaction() as conn:
-        row = conn.execute(
-            select(approvers).where(approvers.c.token_hash == hash_token(token), approvers.c.revoked_at.is_(None))
-        ).first()
+    with db.read() as conn:
+        row = conn.execute(_ACTIVE_BY_TOKEN_HASH, {"b_hash": hash_token(token)}).first()
     return _approver(row) if row is not None else None

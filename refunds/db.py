@@ -1,8 +1,10 @@
 """Database engine, transactions and migrations, for SQLite (embedded default) and PostgreSQL.
 
-SQLite: WAL, a busy timeout and `BEGIN IMMEDIATE` for every transaction, because a deferred
+SQLite: WAL, a busy timeout and `BEGIN IMMEDIATE` for every write transaction, because a deferred
 transaction that reads and then writes fails at once with "database is locked" when another
 connection wrote in between (waiting cannot help it, so the busy timeout is not applied).
+A transaction that only reads (`Database.read()`) starts with a plain `BEGIN`: in WAL mode it reads
+a snapshot and neither waits for nor blocks the writer.
 """
 
 from __future__ import annotations
@@ -59,13 +61,21 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if is_read_only(conn) else "BEGIN IMMEDIATE")
 
     return engine
 
 
+READ_ONLY = "refunds_read_only"
+
+
+def is_read_only(conn: Connection) -> bool:
+    """True when `conn` was opened by `Database.read()`: its transaction only reads."""
+    return bool(conn.get_execution_options().get(READ_ONLY))
+
+
 class Database:
-    """Owns the engine. `transaction()` is the only way the service reads or writes."""
+    """Owns the engine. `transaction()` (to write) and `read()` are the only ways the service uses it."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -76,6 +86,22 @@ class Database:
         """One short transaction: committed when the block ends, rolled back if it raises."""
         with self.engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """One transaction that only reads, and takes no write lock: plain `BEGIN` on SQLite (a WAL
+        snapshot), `BEGIN READ ONLY` on PostgreSQL, where a write in it fails.
+
+        Never read here and then write in a later `transaction()` on the strength of what was read,
+        unless the write re-checks it (a guarded UPDATE): the snapshot may be stale by then.
+        """
+        with self.engine.connect() as conn:
+            options: dict[str, Any] = {READ_ONLY: True}
+            if conn.dialect.name == "postgresql":
+                options["postgresql_readonly"] = True
+            conn.execution_options(**options)
+            with conn.begin():
+                yield conn
 
     def ping(self) -> bool:
         """True when the database answers a trivial query."""

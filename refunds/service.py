@@ -156,7 +156,7 @@ class RefundService:
             assert replay is not None
             return replay
         self.advance(request_id)
-        with self.db.transaction() as conn:
+        with self.db.read() as conn:
             row = store.get_request(conn, request_id)
             assert row is not None
             return self._intake_outcome(conn, row)
@@ -198,14 +198,14 @@ class RefundService:
 
         The caller holds its lease. Transient Stripe failures reschedule it with backoff.
         """
-        with self.db.transaction() as conn:
+        with self.db.read() as conn:
             row = store.get_request(conn, request_id)
         if row is not None and row.status == "received":
             self._assess(row)
-            with self.db.transaction() as conn:
+            with self.db.read() as conn:
                 row = store.get_request(conn, request_id)
         if row is not None and row.status == "executing":
-            self.execute(row.id)
+            self._execute(row)
 
     def _assess(self, row: Row[Any]) -> None:
         """Read the charge, check what Stripe would refuse, apply the policy, reserve the money."""
@@ -274,7 +274,7 @@ class RefundService:
         """
         deadline = time.monotonic() + self.duplicate_wait_seconds
         while True:
-            with self.db.transaction() as conn:
+            with self.db.read() as conn:
                 row = store.get_request_by_idempotency_key(conn, idempotency_key)
                 if row is None:
                     return None
@@ -283,15 +283,21 @@ class RefundService:
                         "This Idempotency-Key was already used with a different request body."
                     )
                 outcome = self._intake_outcome(conn, row)
-                # Its lease ran out: whoever held it died. Take it over rather than wait for the worker.
-                orphaned = row.status in store.IN_FLIGHT and store.claim_request(
-                    conn, row.id, self.clock(), self.execution_lease)
+            # Its lease ran out: whoever held it died. Take it over rather than wait for the worker. The
+            # snapshot only says whether to try: the claim is a guarded UPDATE that checks the lease again.
+            now = self.clock()
+            orphaned = row.status in store.IN_FLIGHT and row.next_attempt_at is not None \
+                and row.next_attempt_at <= now and self._claim(row.id, now)
             if orphaned:
                 self.advance(row.id)
                 continue
             if outcome.status != "processing" or row.attempts > 0 or time.monotonic() >= deadline:
                 return outcome
             time.sleep(0.05)
+
+    def _claim(self, request_id: int, now: datetime) -> bool:
+        with self.db.transaction() as conn:
+            return store.claim_request(conn, request_id, now, self.execution_lease)
 
     def _intake_outcome(self, conn: Connection, row: Row[Any]) -> Outcome:
         """The intake's answer for a stored request: the first answer, or where it got to since."""
@@ -339,7 +345,9 @@ class RefundService:
             store.update_request(conn, pending.request_id, expect_status="pending_approval",
                                  status="executing", execution_started_at=now,
                                  next_attempt_at=now + self.execution_lease, updated_at=now)
-        outcome = self.execute(pending.request_id)
+            executing = store.get_request(conn, pending.request_id)
+            assert executing is not None
+        outcome = self._execute(executing)
         if outcome.status == "succeeded":
             return Outcome("approved", outcome.request_id, pending_id=pending_id, refund_id=outcome.refund_id)
         return outcome
@@ -402,6 +410,13 @@ class RefundService:
         longer than `expire_after` (nothing reaches Stripe). Returns how many were touched."""
         now = self.clock()
         touched = 0
+        with self.db.read() as conn:  # most passes find nothing: ask without taking the write lock
+            due = (expire_after is not None
+                   and store.stale_pending(conn, now - expire_after, escalated=None, limit=1)) or \
+                  (escalate_after is not None
+                   and store.stale_pending(conn, now - escalate_after, escalated=False, limit=1))
+        if not due:
+            return 0
         with self.db.transaction() as conn:
             if expire_after is not None:
                 for pending in store.stale_pending(conn, now - expire_after, escalated=None, limit=limit):
@@ -437,10 +452,16 @@ class RefundService:
         The caller must hold the execution lease (it moved the request to `executing`).
         Returns succeeded, failed (Stripe refused for good) or processing (retry later).
         """
-        with self.db.transaction() as conn:
+        with self.db.read() as conn:
             row = store.get_request(conn, request_id)
-        if row is None or row.status != "executing":
+        if row is None:
             raise RequestNotFound(f"Refund request {request_id} is not executing.")
+        return self._execute(row)
+
+    def _execute(self, row: Row[Any]) -> Outcome:
+        """`execute` for request `row` as just read (raises RequestNotFound unless it is `executing`)."""
+        if row.status != "executing":
+            raise RequestNotFound(f"Refund request {row.id} is not executing.")
         params = RefundParams(
             charge_id=row.charge_id,
             payment_intent_id=row.payment_intent_id,
@@ -473,7 +494,8 @@ class RefundService:
                 assert current is not None
                 return _execution_outcome(current, success="succeeded")
             store.release(conn, row.charge_id, row.amount, now, refunded=failed is None)
-            pending = store.get_pending_for_request(conn, row.id)
+            # Only a request that needed approval has a queue entry (and an approver) to look up.
+            pending = None if row.decision == Action.AUTO_APPROVE.value else store.get_pending_for_request(conn, row.id)
             approver = pending.decided_by if pending is not None else None
             store.insert_log(conn, {
                 "refund_id": refund.refund_id,
@@ -581,8 +603,12 @@ class RefundService:
         PostgreSQL), and Stripe sees the request's stored idempotency key every time.
         Returns how many were tried.
         """
+        now = self.clock()
+        with self.db.read() as conn:  # most passes find nothing: ask without taking the write lock
+            if not store.any_due_request(conn, now):
+                return 0
         with self.db.transaction() as conn:
-            due = store.claim_due_requests(conn, self.clock(), self.execution_lease, limit)
+            due = store.claim_due_requests(conn, now, self.execution_lease, limit)
         for request_id in due:
             self.advance(request_id)
         return len(due)
@@ -592,14 +618,14 @@ class RefundService:
     def pending(self, limit: int, after: int | None = None) -> tuple[list[dict[str, Any]], int]:
         """Up to `limit` entries of the approval queue after position `after` (a pending id), in the order they
         were queued, as plain dicts; and how many entries the whole queue has."""
-        with self.db.transaction() as conn:
+        with self.db.read() as conn:
             rows = store.list_pending(conn, limit, after)
             total = store.count_pending(conn)
         return [dict(row._mapping) for row in rows], total
 
     def history(self, request_id: int) -> dict[str, Any]:
         """One request with its approval, Stripe refunds and audit trail. Raises RequestNotFound."""
-        with self.db.transaction() as conn:
+        with self.db.read() as conn:
             row = store.get_request(conn, request_id)
             if row is None:
                 raise RequestNotFound(f"No refund request with id {request_id}.")

@@ -10,7 +10,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, and_, case, func, insert, select, text, update
+from sqlalchemy import Connection, Integer, Row, Table, bindparam, case, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .tables import (
@@ -30,23 +30,36 @@ from .tables import (
 _QUEUE_LOCK = 0x7265_6675_6E64_7101
 
 
-def _insert(conn: Connection, table: Table) -> Any:
-    """An INSERT that knows ON CONFLICT, on PostgreSQL and on SQLite alike."""
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+# Statements that run on every request or worker pass are built once, here, with bind parameters:
+# SQLAlchemy's compiled cache only helps once the statement object exists, and building one costs more
+# than running it on SQLite. Bind names start with "b_" so that they never clash with a column's name,
+# which UPDATE and INSERT reserve for the values they set.
+_GET_REQUEST = select(refund_requests).where(refund_requests.c.id == bindparam("b_id"))
+_GET_REQUEST_BY_KEY = select(refund_requests).where(refund_requests.c.idempotency_key == bindparam("b_key"))
+_INSERT_REQUEST = insert(refund_requests)
+_UPDATE_REQUEST = update(refund_requests).where(refund_requests.c.id == bindparam("b_id"))
+_UPDATE_REQUEST_IF = _UPDATE_REQUEST.where(refund_requests.c.status == bindparam("b_status"))
+
+
+def _only_columns(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    """`values`, refused unless each key is a column of `table` and there is one at least. A statement built
+    once takes its columns from the parameters, where an unknown key would be ignored without a word."""
+    unknown = values.keys() - table.c.keys()
+    if unknown or not values:
+        raise ValueError(f"not columns of {table.name}: {sorted(unknown)}" if unknown else "nothing to write")
+    return values
 
 
 def get_request(conn: Connection, request_id: int) -> Row[Any] | None:
-    return conn.execute(select(refund_requests).where(refund_requests.c.id == request_id)).first()
+    return conn.execute(_GET_REQUEST, {"b_id": request_id}).first()
 
 
 def get_request_by_idempotency_key(conn: Connection, key: str) -> Row[Any] | None:
-    return conn.execute(
-        select(refund_requests).where(refund_requests.c.idempotency_key == key)
-    ).first()
+    return conn.execute(_GET_REQUEST_BY_KEY, {"b_key": key}).first()
 
 
 def insert_request(conn: Connection, values: dict[str, Any]) -> int:
-    result = conn.execute(insert(refund_requests).values(**values))
+    result = conn.execute(_INSERT_REQUEST, _only_columns(refund_requests, values))
     request_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
     assert request_id is not None
     return int(request_id)
@@ -56,13 +69,22 @@ def update_request(
     conn: Connection, request_id: int, *, expect_status: str | None = None, **values: Any
 ) -> bool:
     """Update one request; with `expect_status`, only if it is still in that status. True if it changed."""
-    condition = refund_requests.c.id == request_id
-    if expect_status is not None:
-        condition = and_(condition, refund_requests.c.status == expect_status)
-    return conn.execute(update(refund_requests).where(condition).values(**values)).rowcount == 1
+    _only_columns(refund_requests, values)
+    if expect_status is None:
+        return conn.execute(_UPDATE_REQUEST, {"b_id": request_id, **values}).rowcount == 1
+    return conn.execute(_UPDATE_REQUEST_IF, {"b_id": request_id, "b_status": expect_status, **values}).rowcount == 1
 
 
 IN_FLIGHT = ("received", "executing")
+_REQUEST_DUE = refund_requests.c.status.in_(IN_FLIGHT) & (refund_requests.c.next_attempt_at <= bindparam("b_now"))
+_ANY_DUE_REQUEST = select(refund_requests.c.id).where(_REQUEST_DUE).limit(1)
+_DUE_REQUESTS = (select(refund_requests.c.id).where(_REQUEST_DUE).order_by(refund_requests.c.next_attempt_at)
+                 .limit(bindparam("b_limit")).with_for_update(skip_locked=True))
+
+
+def any_due_request(conn: Connection, now: datetime) -> bool:
+    """Whether some request in flight has a lease that ran out (a hint: `claim_due_requests` decides)."""
+    return conn.execute(_ANY_DUE_REQUEST, {"b_now": now}).first() is not None
 
 
 def claim_request(conn: Connection, request_id: int, now: datetime, lease: timedelta) -> bool:
@@ -82,14 +104,15 @@ def claim_due_requests(conn: Connection, now: datetime, lease: timedelta, limit:
     take different rows; on SQLite the transaction itself is exclusive (BEGIN IMMEDIATE).
     """
     due = refund_requests.c.status.in_(IN_FLIGHT) & (refund_requests.c.next_attempt_at <= now)
-    ids = [row.id for row in conn.execute(
-        select(refund_requests.c.id).where(due).order_by(refund_requests.c.next_attempt_at)
-        .limit(limit).with_for_update(skip_locked=True)
-    )]
+    ids = [row.id for row in conn.execute(_DUE_REQUESTS, {"b_now": now, "b_limit": limit})]
     if ids:
         conn.execute(update(refund_requests).where(refund_requests.c.id.in_(ids), due)
                      .values(next_attempt_at=now + lease, updated_at=now))
     return ids
+
+
+_QUEUE_LOCK_SQL = text("SELECT pg_advisory_xact_lock(:key)")
+_INSERT_PENDING = insert(pending_refunds)
 
 
 def insert_pending(conn: Connection, values: dict[str, Any]) -> int:
@@ -101,73 +124,89 @@ def insert_pending(conn: Connection, values: dict[str, Any]) -> int:
     transactions take ids and commit one at a time; SQLite has a single writer already.
     """
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _QUEUE_LOCK})
-    result = conn.execute(insert(pending_refunds).values(**values))
+        conn.execute(_QUEUE_LOCK_SQL, {"key": _QUEUE_LOCK})
+    result = conn.execute(_INSERT_PENDING, _only_columns(pending_refunds, values))
     return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
+_GET_PENDING = select(pending_refunds).where(pending_refunds.c.id == bindparam("b_id"))
+_LOCK_PENDING = _GET_PENDING.with_for_update()
+
+
 def get_pending(conn: Connection, pending_id: int) -> Row[Any] | None:
-    return conn.execute(select(pending_refunds).where(pending_refunds.c.id == pending_id)).first()
+    return conn.execute(_GET_PENDING, {"b_id": pending_id}).first()
 
 
 def lock_pending(conn: Connection, pending_id: int) -> Row[Any] | None:
     """The pending refund, locked until the transaction ends (FOR UPDATE on PostgreSQL;
     SQLite's BEGIN IMMEDIATE already serializes writers), so concurrent approvals count right."""
-    return conn.execute(
-        select(pending_refunds).where(pending_refunds.c.id == pending_id).with_for_update()
-    ).first()
+    return conn.execute(_LOCK_PENDING, {"b_id": pending_id}).first()
+
+
+def _insert_or_skip(table: Table, *unique: Any) -> dict[str, Any]:
+    """By dialect name: INSERT ... ON CONFLICT (`unique`) DO NOTHING RETURNING the first unique column."""
+    return {name: dialect.insert(table).on_conflict_do_nothing(index_elements=list(unique)).returning(unique[0])
+            for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
+
+
+_ADD_APPROVAL = _insert_or_skip(approvals, approvals.c.request_id, approvals.c.approver)
+_USE_LINK = _insert_or_skip(approval_link_uses, approval_link_uses.c.nonce)
+_RECORD_EVENT = _insert_or_skip(stripe_events, stripe_events.c.id)
 
 
 def add_approval(conn: Connection, request_id: int, approver: str, channel: str, at: datetime) -> bool:
     """Record one approver's approval. False if they had already approved this request."""
-    statement = _insert(conn, approvals).values(request_id=request_id, approver=approver, channel=channel, at=at)
-    inserted = statement.on_conflict_do_nothing(
-        index_elements=[approvals.c.request_id, approvals.c.approver]).returning(approvals.c.id)
-    return conn.execute(inserted).first() is not None
+    values = {"request_id": request_id, "approver": approver, "channel": channel, "at": at}
+    return conn.execute(_ADD_APPROVAL[conn.dialect.name], values).first() is not None
+
+
+_APPROVERS_OF = (select(approvals.c.approver).join(approvers, approvers.c.name == approvals.c.approver)
+                 .where(approvals.c.request_id == bindparam("b_id"), approvers.c.revoked_at.is_(None))
+                 .order_by(approvals.c.id))
 
 
 def approvers_of(conn: Connection, request_id: int) -> list[str]:
     """Who approved the request so far and still may: an approval by someone revoked since no longer counts."""
-    rows = conn.execute(
-        select(approvals.c.approver)
-        .join(approvers, approvers.c.name == approvals.c.approver)
-        .where(approvals.c.request_id == request_id, approvers.c.revoked_at.is_(None))
-        .order_by(approvals.c.id)
-    )
-    return [row.approver for row in rows]
+    return [row.approver for row in conn.execute(_APPROVERS_OF, {"b_id": request_id})]
 
 
 def approvals_for_request(conn: Connection, request_id: int) -> list[Row[Any]]:
     return list(conn.execute(select(approvals).where(approvals.c.request_id == request_id).order_by(approvals.c.id)))
 
 
+_ACTIVE_APPROVER = select(approvers).where(approvers.c.name == bindparam("b_name"), approvers.c.revoked_at.is_(None))
+
+
 def get_active_approver(conn: Connection, name: str) -> Row[Any] | None:
-    return conn.execute(select(approvers).where(approvers.c.name == name, approvers.c.revoked_at.is_(None))).first()
+    return conn.execute(_ACTIVE_APPROVER, {"b_name": name}).first()
 
 
 def use_link(conn: Connection, nonce: str, request_id: int, approver: str, at: datetime) -> bool:
     """Spend a one-time approval link. False if it was used before."""
-    statement = _insert(conn, approval_link_uses).values(nonce=nonce, request_id=request_id, approver=approver,
-                                                          used_at=at)
-    inserted = statement.on_conflict_do_nothing(index_elements=[approval_link_uses.c.nonce]).returning(
-        approval_link_uses.c.nonce)
-    return conn.execute(inserted).first() is not None
+    values = {"nonce": nonce, "request_id": request_id, "approver": approver, "used_at": at}
+    return conn.execute(_USE_LINK[conn.dialect.name], values).first() is not None
+
+
+_LINK_USED = select(approval_link_uses.c.nonce).where(approval_link_uses.c.nonce == bindparam("b_nonce"))
 
 
 def link_used(conn: Connection, nonce: str) -> bool:
-    return conn.execute(select(approval_link_uses.c.nonce).where(approval_link_uses.c.nonce == nonce)).first() \
-        is not None
+    return conn.execute(_LINK_USED, {"b_nonce": nonce}).first() is not None
+
+
+_STALE = select(pending_refunds).where(pending_refunds.c.status == "pending",
+                                       pending_refunds.c.requested_at <= bindparam("b_before"))
+_STALE_BY_ESCALATION = {
+    escalated: query.order_by(pending_refunds.c.requested_at).limit(bindparam("b_limit"))
+    for escalated, query in ((None, _STALE), (True, _STALE.where(pending_refunds.c.escalated_at.is_not(None))),
+                             (False, _STALE.where(pending_refunds.c.escalated_at.is_(None))))
+}
 
 
 def stale_pending(conn: Connection, requested_before: datetime, *, escalated: bool | None,
                   limit: int) -> list[Row[Any]]:
     """Pending refunds requested before `requested_before`; filtered on whether already escalated."""
-    query = select(pending_refunds).where(pending_refunds.c.status == "pending",
-                                          pending_refunds.c.requested_at <= requested_before)
-    if escalated is not None:
-        query = query.where(pending_refunds.c.escalated_at.is_not(None) if escalated
-                            else pending_refunds.c.escalated_at.is_(None))
-    return list(conn.execute(query.order_by(pending_refunds.c.requested_at).limit(limit)))
+    return list(conn.execute(_STALE_BY_ESCALATION[escalated], {"b_before": requested_before, "b_limit": limit}))
 
 
 def mark_escalated(conn: Connection, pending_id: int, at: datetime) -> bool:
@@ -176,21 +215,47 @@ def mark_escalated(conn: Connection, pending_id: int, at: datetime) -> bool:
                         .values(escalated_at=at)).rowcount == 1
 
 
+_PENDING_FOR_REQUEST = select(pending_refunds).where(pending_refunds.c.request_id == bindparam("b_id"))
+
+
 def get_pending_for_request(conn: Connection, request_id: int) -> Row[Any] | None:
-    return conn.execute(
-        select(pending_refunds).where(pending_refunds.c.request_id == request_id)
-    ).first()
+    return conn.execute(_PENDING_FOR_REQUEST, {"b_id": request_id}).first()
+
+
+_DECIDE_PENDING = update(pending_refunds).where(pending_refunds.c.id == bindparam("b_id"),
+                                                pending_refunds.c.status == "pending")
 
 
 def decide_pending(
     conn: Connection, pending_id: int, *, status: str, decided_by: str, at: datetime, note: str | None
 ) -> bool:
     """Move a pending refund to `status` only if nobody decided it first. True if we did."""
-    return conn.execute(
-        update(pending_refunds)
-        .where(pending_refunds.c.id == pending_id, pending_refunds.c.status == "pending")
-        .values(status=status, decided_by=decided_by, decided_at=at, decision_note=note)
-    ).rowcount == 1
+    return conn.execute(_DECIDE_PENDING, {"b_id": pending_id, "status": status, "decided_by": decided_by,
+                                          "decided_at": at, "decision_note": note}).rowcount == 1
+
+
+_LIST_PENDING = (
+    select(
+        pending_refunds.c.id.label("pending_id"),
+        pending_refunds.c.request_id,
+        pending_refunds.c.charge_id,
+        pending_refunds.c.amount,
+        pending_refunds.c.currency,
+        pending_refunds.c.reason,
+        pending_refunds.c.requested_at,
+        refund_requests.c.product,
+        refund_requests.c.customer_email,
+        refund_requests.c.ticket_id,
+        refund_requests.c.note,
+        refund_requests.c.policy_explanation,
+    )
+    .join(refund_requests, refund_requests.c.id == pending_refunds.c.request_id)
+    .where(pending_refunds.c.status == "pending")
+    .order_by(pending_refunds.c.id)
+    .limit(bindparam("b_limit"))
+)
+_LIST_PENDING_AFTER = _LIST_PENDING.where(pending_refunds.c.id > bindparam("b_after"))
+_COUNT_PENDING = select(func.count()).select_from(pending_refunds).where(pending_refunds.c.status == "pending")
 
 
 def list_pending(conn: Connection, limit: int, after: int | None = None) -> list[Row[Any]]:
@@ -200,39 +265,23 @@ def list_pending(conn: Connection, limit: int, after: int | None = None) -> list
     `after` is a queue position (a pending id): only entries after it are listed (keyset pagination, so that a
     page never repeats or skips an entry because others were decided or queued meanwhile).
     """
-    query = (
-        select(
-            pending_refunds.c.id.label("pending_id"),
-            pending_refunds.c.request_id,
-            pending_refunds.c.charge_id,
-            pending_refunds.c.amount,
-            pending_refunds.c.currency,
-            pending_refunds.c.reason,
-            pending_refunds.c.requested_at,
-            refund_requests.c.product,
-            refund_requests.c.customer_email,
-            refund_requests.c.ticket_id,
-            refund_requests.c.note,
-            refund_requests.c.policy_explanation,
-        )
-        .join(refund_requests, refund_requests.c.id == pending_refunds.c.request_id)
-        .where(pending_refunds.c.status == "pending")
-        .order_by(pending_refunds.c.id)
-        .limit(limit)
-    )
-    if after is not None:
-        query = query.where(pending_refunds.c.id > after)
-    return list(conn.execute(query))
+    if after is None:
+        return list(conn.execute(_LIST_PENDING, {"b_limit": limit}))
+    return list(conn.execute(_LIST_PENDING_AFTER, {"b_limit": limit, "b_after": after}))
 
 
 def count_pending(conn: Connection) -> int:
     """How many refunds wait for a decision."""
-    return int(conn.execute(select(func.count()).select_from(pending_refunds)
-                            .where(pending_refunds.c.status == "pending")).scalar_one())
+    return int(conn.execute(_COUNT_PENDING).scalar_one())
+
+
+_INSERT_LOG = insert(refund_log)
+_INSERT_AUDIT = insert(audit_log)
+_INSERT_OUTBOX = insert(outbox)
 
 
 def insert_log(conn: Connection, values: dict[str, Any]) -> None:
-    conn.execute(insert(refund_log).values(**values))
+    conn.execute(_INSERT_LOG, _only_columns(refund_log, values))
 
 
 def log_rows_for_request(conn: Connection, request_id: int) -> list[Row[Any]]:
@@ -253,11 +302,8 @@ def add_audit(
     channel: str,
     detail: str | None = None,
 ) -> None:
-    conn.execute(
-        insert(audit_log).values(
-            request_id=request_id, at=at, action=action, actor=actor, channel=channel, detail=detail
-        )
-    )
+    conn.execute(_INSERT_AUDIT, {"request_id": request_id, "at": at, "action": action, "actor": actor,
+                                 "channel": channel, "detail": detail})
 
 
 def audit_for_request(conn: Connection, request_id: int) -> list[Row[Any]]:
@@ -272,16 +318,45 @@ def enqueue(
     conn: Connection, *, request_id: int | None, kind: str, payload: dict[str, Any], at: datetime
 ) -> None:
     """Write a notification to the outbox; the worker delivers it after this transaction commits."""
-    conn.execute(
-        insert(outbox).values(
-            request_id=request_id,
-            kind=kind,
-            payload=json.dumps(payload, sort_keys=True),
-            created_at=at,
-            attempts=0,
-            next_attempt_at=at,
-        )
+    conn.execute(_INSERT_OUTBOX, {"request_id": request_id, "kind": kind, "created_at": at, "attempts": 0,
+                                  "payload": json.dumps(payload, sort_keys=True), "next_attempt_at": at})
+
+
+_EARLIER = outbox.alias("earlier")
+_OLDER_PENDING = (
+    select(func.count())
+    .select_from(_EARLIER)
+    .where(
+        _EARLIER.c.request_id == outbox.c.request_id,
+        _EARLIER.c.delivered_at.is_(None),
+        _EARLIER.c.dead_at.is_(None),
+        _EARLIER.c.id < outbox.c.id,
     )
+    .scalar_subquery()
+)
+_MESSAGE_DUE = (
+    outbox.c.delivered_at.is_(None)
+    & outbox.c.dead_at.is_(None)
+    & (outbox.c.next_attempt_at <= bindparam("b_now"))
+    & ((outbox.c.claimed_until.is_(None)) | (outbox.c.claimed_until <= bindparam("b_now")))
+)
+_ANY_DUE_MESSAGE = select(outbox.c.id).where(_MESSAGE_DUE).limit(1)
+_DUE_MESSAGES = (
+    select(outbox)
+    .where(_MESSAGE_DUE, (outbox.c.request_id.is_(None)) | (_OLDER_PENDING == 0))
+    .order_by(outbox.c.id)
+    .limit(bindparam("b_limit"))
+    .with_for_update(skip_locked=True)
+)
+_CLAIM_MESSAGES = (update(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
+                   .values(claimed_until=bindparam("b_until"), attempts=outbox.c.attempts + 1))
+_MARK_DELIVERED = (update(outbox).where(outbox.c.id == bindparam("b_id"))
+                   .values(delivered_at=bindparam("b_at"), claimed_until=None, last_error=None))
+
+
+def any_due_message(conn: Connection, now: datetime) -> bool:
+    """Whether some undelivered message may be due (a hint: `claim_due_messages` decides)."""
+    return conn.execute(_ANY_DUE_MESSAGE, {"b_now": now}).first() is not None
 
 
 def claim_due_messages(conn: Connection, now: datetime, lease: timedelta, limit: int) -> list[Row[Any]]:
@@ -291,42 +366,14 @@ def claim_due_messages(conn: Connection, now: datetime, lease: timedelta, limit:
     arrives before "needs approval"). A dead message (Slack refused it) is never claimed and holds
     nothing back: the story goes on without it, and ops see it in the outbox.
     """
-    earlier = outbox.alias("earlier")
-    older_pending = (
-        select(func.count())
-        .select_from(earlier)
-        .where(
-            earlier.c.request_id == outbox.c.request_id,
-            earlier.c.delivered_at.is_(None),
-            earlier.c.dead_at.is_(None),
-            earlier.c.id < outbox.c.id,
-        )
-        .scalar_subquery()
-    )
-    query = (
-        select(outbox)
-        .where(
-            outbox.c.delivered_at.is_(None),
-            outbox.c.dead_at.is_(None),
-            outbox.c.next_attempt_at <= now,
-            (outbox.c.claimed_until.is_(None)) | (outbox.c.claimed_until <= now),
-            (outbox.c.request_id.is_(None)) | (older_pending == 0),
-        )
-        .order_by(outbox.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    messages = list(conn.execute(query))
+    messages = list(conn.execute(_DUE_MESSAGES, {"b_now": now, "b_limit": limit}))
     if messages:
-        conn.execute(update(outbox).where(outbox.c.id.in_([m.id for m in messages]))
-                     .values(claimed_until=now + lease, attempts=outbox.c.attempts + 1))
+        conn.execute(_CLAIM_MESSAGES, {"b_ids": [m.id for m in messages], "b_until": now + lease})
     return messages
 
 
 def mark_delivered(conn: Connection, message_id: int, at: datetime) -> None:
-    conn.execute(
-        update(outbox).where(outbox.c.id == message_id).values(delivered_at=at, claimed_until=None, last_error=None)
-    )
+    conn.execute(_MARK_DELIVERED, {"b_id": message_id, "b_at": at})
 
 
 def mark_failed(conn: Connection, message_id: int, *, retry_at: datetime, error: str) -> None:
@@ -349,20 +396,38 @@ def mark_dead(conn: Connection, message_id: int, *, at: datetime, error: str) ->
 # -- charge ledger: no over-refund under concurrency ----------------------------------------
 
 
+def _note_charge(dialect: Any) -> Any:
+    statement = dialect.insert(charge_ledger)
+    return statement.on_conflict_do_update(
+        index_elements=[charge_ledger.c.charge_id],
+        set_={"stripe_refunded": statement.excluded.stripe_refunded, "updated_at": statement.excluded.updated_at},
+    )
+
+
+_NOTE_CHARGE = {"postgresql": _note_charge(postgresql), "sqlite": _note_charge(sqlite)}
+_LEDGER = charge_ledger.c
+_AMOUNT = bindparam("b_amount", type_=Integer)
+_ALREADY_REFUNDED = case((_LEDGER.refunded > _LEDGER.stripe_refunded, _LEDGER.refunded),
+                         else_=_LEDGER.stripe_refunded)
+_RESERVE = (update(charge_ledger)
+            .where(_LEDGER.charge_id == bindparam("b_charge"),
+                   _LEDGER.reserved + _AMOUNT + _ALREADY_REFUNDED <= _LEDGER.amount)
+            .values(reserved=_LEDGER.reserved + _AMOUNT, updated_at=bindparam("b_at")))
+_RELEASE = (update(charge_ledger).where(_LEDGER.charge_id == bindparam("b_charge"))
+            .values(reserved=_LEDGER.reserved - _AMOUNT, updated_at=bindparam("b_at")))
+_RELEASE_REFUNDED = _RELEASE.values(refunded=_LEDGER.refunded + _AMOUNT)
+
+
 def note_charge(conn: Connection, *, charge_id: str, currency: str, amount: int, stripe_refunded: int,
                 at: datetime) -> None:
     """Create or refresh the ledger row of a charge with what Stripe just said about it.
 
     One INSERT ... ON CONFLICT statement, so concurrent first requests on a charge cannot collide.
     """
-    statement = _insert(conn, charge_ledger).values(
-        charge_id=charge_id, currency=currency, amount=amount, reserved=0, refunded=0,
-        stripe_refunded=stripe_refunded, updated_at=at,
-    )
-    conn.execute(statement.on_conflict_do_update(
-        index_elements=[charge_ledger.c.charge_id],
-        set_={"stripe_refunded": statement.excluded.stripe_refunded, "updated_at": statement.excluded.updated_at},
-    ))
+    conn.execute(_NOTE_CHARGE[conn.dialect.name], {
+        "charge_id": charge_id, "currency": currency, "amount": amount, "reserved": 0, "refunded": 0,
+        "stripe_refunded": stripe_refunded, "updated_at": at,
+    })
 
 
 def reserve(conn: Connection, charge_id: str, amount: int, at: datetime) -> bool:
@@ -372,22 +437,12 @@ def reserve(conn: Connection, charge_id: str, amount: int, at: datetime) -> bool
     service has refunded and what Stripe last said was refunded (which includes refunds made
     elsewhere). One guarded UPDATE, so two concurrent requests cannot both take the last money.
     """
-    table = charge_ledger
-    already = case((table.c.refunded > table.c.stripe_refunded, table.c.refunded), else_=table.c.stripe_refunded)
-    return conn.execute(
-        update(table)
-        .where(table.c.charge_id == charge_id, table.c.reserved + amount + already <= table.c.amount)
-        .values(reserved=table.c.reserved + amount, updated_at=at)
-    ).rowcount == 1
+    return conn.execute(_RESERVE, {"b_charge": charge_id, "b_amount": amount, "b_at": at}).rowcount == 1
 
 
 def release(conn: Connection, charge_id: str, amount: int, at: datetime, *, refunded: bool) -> None:
     """End a reservation: the money was refunded (`refunded=True`) or is free again."""
-    table = charge_ledger
-    values: dict[str, Any] = {"reserved": table.c.reserved - amount, "updated_at": at}
-    if refunded:
-        values["refunded"] = table.c.refunded + amount
-    conn.execute(update(table).where(table.c.charge_id == charge_id).values(**values))
+    conn.execute(_RELEASE_REFUNDED if refunded else _RELEASE, {"b_charge": charge_id, "b_amount": amount, "b_at": at})
 
 
 def unrefund(conn: Connection, charge_id: str, amount: int, at: datetime) -> None:
@@ -402,9 +457,8 @@ def unrefund(conn: Connection, charge_id: str, amount: int, at: datetime) -> Non
 
 def record_event(conn: Connection, event_id: str, event_type: str, at: datetime) -> bool:
     """Remember a Stripe event id. False if it was seen before (the caller must then do nothing)."""
-    statement = _insert(conn, stripe_events).values(id=event_id, type=event_type, received_at=at)
-    inserted = statement.on_conflict_do_nothing(index_elements=[stripe_events.c.id]).returning(stripe_events.c.id)
-    return conn.execute(inserted).first() is not None
+    values = {"id": event_id, "type": event_type, "received_at": at}
+    return conn.execute(_RECORD_EVENT[conn.dialect.name], values).first() is not None
 
 
 def get_log_row(conn: Connection, refund_id: str) -> Row[Any] | None:
@@ -417,15 +471,16 @@ def set_log_status(conn: Connection, refund_id: str, *, status: str, failure_rea
         status=status, failure_reason=failure_reason, status_changed_at=changed_at, checked_at=checked_at))
 
 
+_LAST_CHECK = func.coalesce(refund_log.c.checked_at, refund_log.c.processed_at)
+_UNSETTLED = (select(refund_log)
+              .where(refund_log.c.status.in_(("pending", "requires_action")), _LAST_CHECK <= bindparam("b_before"))
+              .order_by(_LAST_CHECK)
+              .limit(bindparam("b_limit")))
+
+
 def unsettled_refunds(conn: Connection, checked_before: datetime, limit: int) -> list[Row[Any]]:
     """Refunds still pending at Stripe that nobody checked since `checked_before`, oldest first."""
-    last_check = func.coalesce(refund_log.c.checked_at, refund_log.c.processed_at)
-    return list(conn.execute(
-        select(refund_log)
-        .where(refund_log.c.status.in_(("pending", "requires_action")), last_check <= checked_before)
-        .order_by(last_check)
-        .limit(limit)
-    ))
+    return list(conn.execute(_UNSETTLED, {"b_before": checked_before, "b_limit": limit}))
 
 
 def touch_log_check(conn: Connection, refund_id: str, at: datetime) -> None:

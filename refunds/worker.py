@@ -38,8 +38,12 @@ def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limi
     logged at ERROR, never sent again, and later messages of its request go on without it.
     """
     delivered = 0
+    now = clock()
+    with db.read() as conn:  # most passes find nothing: ask without taking the write lock
+        if not store.any_due_message(conn, now):
+            return 0
     with db.transaction() as conn:
-        due = store.claim_due_messages(conn, clock(), MESSAGE_LEASE, limit)
+        due = store.claim_due_messages(conn, now, MESSAGE_LEASE, limit)
     for message in due:
         try:
             notifier.send(message.kind, json.loads(message.payload))
