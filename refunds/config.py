@@ -50,6 +50,7 @@ Parse = Callable[[str, str], Any]
 
 
 def text(raw: str, name: str) -> str:
+    """Any text, as given (stripped)."""
     return raw
 
 
