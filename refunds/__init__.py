@@ -78,7 +78,7 @@ def create_app(
                     expire_after=_seconds(settings.pending_expire_after_seconds))
 
     app = Flask(__name__)
-    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
+    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     app.extensions["refund_service"] = service
     app.extensions["migrations_applied_at_start"] = migrated
     app.extensions["refund_worker"] = worker

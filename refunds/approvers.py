@@ -262,12 +262,6 @@ def list_all(db: Database) -> list[Approver]:
     return [_approver(r, emails.get(r.id, ())) for r in rows]
 
 
-def active(db: Database, name: str) -> Approver | None:
-    """The active approver called `name`, or None."""
-    with db.read() as conn:
-        return active_in(conn, name)
-
-
 def active_in(conn: Connection, name: str) -> Approver | None:
     """The active approver called `name` with all their identities, read in transaction `conn`, or None."""
     row = conn.execute(_ACTIVE_BY_NAME, {"b_name": name}).first()

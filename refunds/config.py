@@ -1,22 +1,26 @@
 """Settings read from the environment, checked once at start-up.
 
-Defaults live here; secrets only ever come from the environment (or `.env`).
+`Settings` is the one table of settings: each field names its environment variable, how that
+variable is parsed and checked, whether it is a secret, and a one-line help; the field's default
+is the default. `load_settings` reads every variable the table names, and nothing else.
+Secrets only ever come from the environment (or `.env`, read by the entry points).
 A missing or malformed required setting raises `ConfigError` with one line naming it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, get_type_hints
 
 from .intake_auth import decode_signing_secret
 
-DEFAULT_DATABASE_URL = "sqlite:///refunds.db"
-DEFAULT_AUTO_APPROVE_THRESHOLD = 5000
-MIN_SECRET_LENGTH = 16
+__all__ = ["DEFAULT_DATABASE_URL", "VARIABLES", "ConfigError", "Settings", "Var", "load_settings", "read_dotenv"]
+
+DEFAULT_DATABASE_URL = "sqlite:///refunds.db"  # also read by migrations/env.py
 
 
 def read_dotenv() -> None:
@@ -40,91 +44,37 @@ class ConfigError(Exception):
     """A required setting is missing or malformed; the message names the variable."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the service needs to run. Secrets are excluded from `repr`."""
-
-    stripe_secret_key: str = field(repr=False)
-    intake_token: str | None = field(repr=False)
-    # Signed intake: Standard Webhooks secrets (`whsec_...`), several while one is being rotated.
-    intake_signing_secrets: tuple[str, ...] = field(default=(), repr=False)
-    database_url: str = DEFAULT_DATABASE_URL
-    stripe_api_base: str | None = None
-    stripe_max_network_retries: int = 2
-    stripe_timeout_seconds: float = 20.0
-    auto_approve_threshold: int = DEFAULT_AUTO_APPROVE_THRESHOLD
-    slack_webhook_url: str | None = field(default=None, repr=False)
-    stripe_webhook_secret: str | None = field(default=None, repr=False)
-    execution_lease_seconds: int = 120
-    retry_backoff_seconds: float = 5.0
-    slack_timeout_seconds: int = 10
-    refund_poll_after_seconds: int = 1800
-    worker_in_process: bool = True
-    worker_poll_seconds: float = 1.0
-    public_base_url: str | None = None
-    # Approvals (issue 4): two-person rule, signed links, Slack buttons, escalation and expiry.
-    two_person_threshold: int | None = None
-    approval_link_secret: str | None = field(default=None, repr=False)
-    approval_link_ttl_seconds: int = 86_400
-    slack_approval_links: bool = False
-    slack_signing_secret: str | None = field(default=None, repr=False)
-    slack_response_url_prefix: str = "https://hooks.slack.com/"
-    pending_escalate_after_seconds: int | None = 4 * 3600
-    pending_expire_after_seconds: int | None = 72 * 3600
-    slack_escalation_mention: str = "<!here>"
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
+# How a variable's text becomes a value: `parse(text, name)` gets the stripped, non-empty text
+# and raises `ConfigError` naming `name` when it is malformed.
+Parse = Callable[[str, str], Any]
 
 
-def _get(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name)
-    if value is None:
-        return None
-    value = value.strip()
-    return value or None
+def text(raw: str, name: str) -> str:
+    """Any text, as given (stripped)."""
+    return raw
 
 
-def _require(env: Mapping[str, str], name: str, hint: str) -> str:
-    value = _get(env, name)
-    if value is None:
-        raise ConfigError(f"{name} is not set: {hint}")
-    return value
+def whole(minimum: int) -> Parse:
+    """A whole number of at least `minimum`."""
+
+    def parse(raw: str, name: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    raw = _get(env, name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    return value
+def whole_or_off(raw: str, name: str) -> int | None:
+    """A whole number, or None for `off`: for durations that can be switched off."""
+    return None if raw.lower() == "off" else whole(0)(raw, name)
 
 
-def _optional_int(env: Mapping[str, str], name: str, default: int | None = None) -> int | None:
-    """A whole number, or None when unset (or `off`), for settings that can be switched off."""
-    raw = _get(env, name)
-    if raw is not None and raw.lower() == "off":
-        return None
-    return _int(env, name, 0, minimum=0) if raw is not None else default
-
-
-def _secret(env: Mapping[str, str], name: str, *, min_length: int) -> str | None:
-    value = _get(env, name)
-    if value is not None and len(value) < min_length:
-        raise ConfigError(f"{name} must be at least {min_length} characters long")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = _get(env, name)
-    if raw is None:
-        return default
+def positive(raw: str, name: str) -> float:
     try:
         value = float(raw)
     except ValueError:
@@ -134,10 +84,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = _get(env, name)
-    if raw is None:
-        return default
+def flag(raw: str, name: str) -> bool:
     lowered = raw.lower()
     if lowered in {"1", "true", "yes", "on"}:
         return True
@@ -146,17 +93,36 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
-def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
-    value = _get(env, name)
-    if value is not None and not value.startswith(schemes):
-        # Never echo the value: webhook URLs are secrets.
-        raise ConfigError(f"{name} must start with {' or '.join(schemes)}")
-    return value
+def long_secret(min_length: int) -> Parse:
+    def parse(raw: str, name: str) -> str:
+        if len(raw) < min_length:
+            raise ConfigError(f"{name} must be at least {min_length} characters long")
+        return raw
+
+    return parse
 
 
-def _signing_secrets(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+def url(*schemes: str, expected: str | None = None) -> Parse:
+    """A URL starting with one of `schemes`; the error says `expected` (default: the schemes)."""
+
+    def parse(raw: str, name: str) -> str:
+        if not raw.startswith(schemes):
+            # Never echo the value: webhook URLs are secrets.
+            raise ConfigError(f"{name} must {expected or 'start with ' + ' or '.join(schemes)}")
+        return raw
+
+    return parse
+
+
+def stripe_key(raw: str, name: str) -> str:
+    if not raw.startswith(("sk_", "rk_")):
+        raise ConfigError(f"{name} must be a Stripe secret or restricted key (sk_... or rk_...)")
+    return raw
+
+
+def signing_secrets(raw: str, name: str) -> tuple[str, ...]:
     """`whsec_<base64>` secrets separated by spaces or commas, each decoded once here to refuse a bad one."""
-    secrets = tuple(s for s in re.split(r"[\s,]+", _get(env, name) or "") if s)
+    secrets = tuple(s for s in re.split(r"[\s,]+", raw) if s)
     for number, secret in enumerate(secrets, start=1):
         try:
             decode_signing_secret(secret)
@@ -167,59 +133,147 @@ def _signing_secrets(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return secrets
 
 
-def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build `Settings` from `env` (default: `os.environ`), then apply `overrides`.
-
-    Raises `ConfigError` naming the first missing or malformed variable.
-    """
-    env = os.environ if env is None else env
-    stripe_key = _require(
-        env, "STRIPE_SECRET_KEY", "set it to your Stripe secret key (sk_live_... or sk_test_...)"
-    )
-    if not stripe_key.startswith(("sk_", "rk_")):
-        raise ConfigError("STRIPE_SECRET_KEY must be a Stripe secret or restricted key (sk_... or rk_...)")
-    intake_token = _get(env, "INTAKE_TOKEN")
-    if intake_token is not None and len(intake_token) < MIN_SECRET_LENGTH:
-        raise ConfigError(f"INTAKE_TOKEN must be at least {MIN_SECRET_LENGTH} characters long")
-    intake_signing_secrets = _signing_secrets(env, "INTAKE_SIGNING_SECRET")
-    if intake_token is None and not intake_signing_secrets:
+def _intake_can_authenticate(values: Mapping[str, Any]) -> None:
+    if values["intake_token"] is None and not values["intake_signing_secrets"]:
         raise ConfigError(
             "INTAKE_TOKEN is not set, nor INTAKE_SIGNING_SECRET: set INTAKE_TOKEN to the secret your support tool "
             "sends as 'Authorization: Bearer ...', or INTAKE_SIGNING_SECRET to its Standard Webhooks secret(s)"
         )
-    database_url = _get(env, "DATABASE_URL") or DEFAULT_DATABASE_URL
-    if not database_url.startswith(("sqlite", "postgresql")):
-        raise ConfigError("DATABASE_URL must be a sqlite:/// or postgresql+psycopg:// URL")
-    settings = Settings(
-        stripe_secret_key=stripe_key,
-        intake_token=intake_token,
-        intake_signing_secrets=intake_signing_secrets,
-        database_url=database_url,
-        stripe_api_base=_url(env, "STRIPE_API_BASE", ("http://", "https://")),
-        stripe_max_network_retries=_int(env, "STRIPE_MAX_NETWORK_RETRIES", 2, minimum=0),
-        stripe_timeout_seconds=_float(env, "STRIPE_TIMEOUT_SECONDS", 20.0),
-        auto_approve_threshold=_int(
-            env, "AUTO_APPROVE_THRESHOLD", DEFAULT_AUTO_APPROVE_THRESHOLD, minimum=0
-        ),
-        slack_webhook_url=_url(env, "SLACK_WEBHOOK_URL", ("https://", "http://")),
-        stripe_webhook_secret=_get(env, "STRIPE_WEBHOOK_SECRET"),
-        execution_lease_seconds=_int(env, "EXECUTION_LEASE_SECONDS", 120, minimum=1),
-        retry_backoff_seconds=_float(env, "RETRY_BACKOFF_SECONDS", 5.0),
-        slack_timeout_seconds=_int(env, "SLACK_TIMEOUT_SECONDS", 10, minimum=1),
-        refund_poll_after_seconds=_int(env, "REFUND_POLL_AFTER_SECONDS", 1800, minimum=1),
-        worker_in_process=_bool(env, "WORKER_IN_PROCESS", True),
-        worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 1.0),
-        public_base_url=_url(env, "PUBLIC_BASE_URL", ("https://", "http://")),
-        two_person_threshold=_optional_int(env, "TWO_PERSON_THRESHOLD"),
-        approval_link_secret=_secret(env, "APPROVAL_LINK_SECRET", min_length=32),
-        approval_link_ttl_seconds=_int(env, "APPROVAL_LINK_TTL", 86_400, minimum=60),
-        slack_approval_links=_bool(env, "SLACK_APPROVAL_LINKS", False),
-        slack_signing_secret=_get(env, "SLACK_SIGNING_SECRET"),
-        slack_response_url_prefix=_get(env, "SLACK_RESPONSE_URL_PREFIX") or "https://hooks.slack.com/",
-        pending_escalate_after_seconds=_optional_int(env, "PENDING_ESCALATE_AFTER", default=4 * 3600),
-        pending_expire_after_seconds=_optional_int(env, "PENDING_EXPIRE_AFTER", default=72 * 3600),
-        slack_escalation_mention=_get(env, "SLACK_ESCALATION_MENTION") or "<!here>",
-    )
-    if overrides:
-        settings = Settings(**{**settings.__dict__, **overrides})
-    return settings
+
+
+@dataclass(frozen=True)
+class Var:
+    """One environment variable: its name, how it is parsed, whether it is a secret, what it is for.
+
+    An unset or blank variable takes the field's default (`None` when the field has none), unless
+    `required` is given: then it is refused, with `required` saying what to set it to. `then` is a
+    check over the values read so far, run right after this one (for rules that join several).
+    """
+
+    name: str
+    parse: Parse
+    help: str
+    secret: bool = False
+    required: str | None = None
+    then: Callable[[Mapping[str, Any]], None] | None = None
+
+    def read(self, env: Mapping[str, str], default: Any) -> Any:
+        raw = (env.get(self.name) or "").strip()
+        if raw:
+            return self.parse(raw, self.name)
+        if self.required is not None:
+            raise ConfigError(f"{self.name} is not set: {self.required}")
+        return default
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
+    """Everything the service needs to run, one field per environment variable (see `Var`).
+
+    Secrets are excluded from `repr`. Read in this order: the first bad variable is the one named.
+    """
+
+    stripe_secret_key: Annotated[str, Var(
+        "STRIPE_SECRET_KEY", stripe_key, "your Stripe secret (sk_...) or restricted (rk_...) key", secret=True,
+        required="set it to your Stripe secret key (sk_live_... or sk_test_...)")]
+    intake_token: Annotated[str | None, Var(
+        "INTAKE_TOKEN", long_secret(16), "the secret your support tool sends as 'Authorization: Bearer ...'",
+        secret=True)]
+    # Signed intake: Standard Webhooks secrets (`whsec_...`), several while one is being rotated.
+    intake_signing_secrets: Annotated[tuple[str, ...], Var(
+        "INTAKE_SIGNING_SECRET", signing_secrets, "Standard Webhooks secret(s) whsec_<base64> signing intake requests",
+        secret=True, then=_intake_can_authenticate)] = ()
+    database_url: Annotated[str, Var(
+        "DATABASE_URL", url("sqlite", "postgresql", expected="be a sqlite:/// or postgresql+psycopg:// URL"),
+        "sqlite:/// (migrated at start) or postgresql+psycopg:// (run `flask db upgrade`)")] = DEFAULT_DATABASE_URL
+    stripe_api_base: Annotated[str | None, Var(
+        "STRIPE_API_BASE", url("http://", "https://"), "another address for the Stripe API (stripe-mock, the stand-in)"
+    )] = None
+    stripe_max_network_retries: Annotated[int, Var(
+        "STRIPE_MAX_NETWORK_RETRIES", whole(0), "how many times stripe-python retries a failed network call")] = 2
+    stripe_timeout_seconds: Annotated[float, Var(
+        "STRIPE_TIMEOUT_SECONDS", positive, "seconds before a Stripe call times out")] = 20.0
+    auto_approve_threshold: Annotated[int, Var(
+        "AUTO_APPROVE_THRESHOLD", whole(0), "refunds at or under this many minor units execute at once")] = 5000
+    slack_webhook_url: Annotated[str | None, Var(
+        "SLACK_WEBHOOK_URL", url("https://", "http://"), "Slack incoming webhook; unset: notifications only logged",
+        secret=True)] = None
+    stripe_webhook_secret: Annotated[str | None, Var(
+        "STRIPE_WEBHOOK_SECRET", text, "signing secret (whsec_...) of your Stripe webhook endpoint", secret=True
+    )] = None
+    execution_lease_seconds: Annotated[int, Var(
+        "EXECUTION_LEASE_SECONDS", whole(1), "seconds a process may work on a refund before the worker takes over"
+    )] = 120
+    retry_backoff_seconds: Annotated[float, Var(
+        "RETRY_BACKOFF_SECONDS", positive, "first wait before retrying Stripe or Slack, doubled each time")] = 5.0
+    slack_timeout_seconds: Annotated[int, Var(
+        "SLACK_TIMEOUT_SECONDS", whole(1), "seconds before a Slack delivery times out")] = 10
+    refund_poll_after_seconds: Annotated[int, Var(
+        "REFUND_POLL_AFTER_SECONDS", whole(1), "seconds a refund may stay pending at Stripe before it is polled"
+    )] = 1800
+    worker_in_process: Annotated[bool, Var(
+        "WORKER_IN_PROCESS", flag, "run the background worker inside each web process")] = True
+    worker_poll_seconds: Annotated[float, Var(
+        "WORKER_POLL_SECONDS", positive, "seconds between the worker's passes when idle")] = 1.0
+    public_base_url: Annotated[str | None, Var(
+        "PUBLIC_BASE_URL", url("https://", "http://"), "the service's public address, for links and instructions"
+    )] = None
+    # Approvals (issue 4): two-person rule, signed links, Slack buttons, escalation and expiry.
+    two_person_threshold: Annotated[int | None, Var(
+        "TWO_PERSON_THRESHOLD", whole_or_off, "above this many minor units two approvers must approve (off: never)"
+    )] = None
+    approval_link_secret: Annotated[str | None, Var(
+        "APPROVAL_LINK_SECRET", long_secret(32), "signs one-click approval links; unset: no links", secret=True
+    )] = None
+    approval_link_ttl_seconds: Annotated[int, Var(
+        "APPROVAL_LINK_TTL", whole(60), "seconds an approval link stays valid")] = 86_400
+    slack_approval_links: Annotated[bool, Var(
+        "SLACK_APPROVAL_LINKS", flag, "also post one link per approver in the shared Slack message")] = False
+    slack_signing_secret: Annotated[str | None, Var(
+        "SLACK_SIGNING_SECRET", text, "your Slack app's signing secret; enables the Approve / Reject buttons",
+        secret=True)] = None
+    slack_response_url_prefix: Annotated[str, Var(
+        "SLACK_RESPONSE_URL_PREFIX", text, "the only place Slack interaction replies are sent"
+    )] = "https://hooks.slack.com/"
+    pending_escalate_after_seconds: Annotated[int | None, Var(
+        "PENDING_ESCALATE_AFTER", whole_or_off, "seconds before a waiting refund is announced again (off: never)"
+    )] = 4 * 3600
+    pending_expire_after_seconds: Annotated[int | None, Var(
+        "PENDING_EXPIRE_AFTER", whole_or_off, "seconds before a waiting refund expires (off: never)")] = 72 * 3600
+    slack_escalation_mention: Annotated[str, Var(
+        "SLACK_ESCALATION_MENTION", text, "who is mentioned when a waiting refund is escalated")] = "<!here>"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+                          if not VARIABLES[f.name].secret)
+        return f"Settings({shown})"
+
+
+def _variables() -> dict[str, Var]:
+    hints = get_type_hints(Settings, include_extras=True)
+    return {f.name: next(m for m in hints[f.name].__metadata__ if isinstance(m, Var))
+            for f in dataclasses.fields(Settings)}
+
+
+# Field name -> its variable, in the order they are read.
+VARIABLES: Mapping[str, Var] = _variables()
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build `Settings` from `env` (default: `os.environ`), then apply `overrides` (by field name).
+
+    Raises `ConfigError` naming the first missing or malformed variable.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(Settings):
+        var = VARIABLES[field.name]
+        default = None if field.default is dataclasses.MISSING else field.default
+        values[field.name] = var.read(env, default)
+        if var.then is not None:
+            var.then(values)
+    return dataclasses.replace(Settings(**values), **overrides)

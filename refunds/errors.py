@@ -37,10 +37,6 @@ class ChargeDisputed(RefundError):
     code = "charge_disputed"
 
 
-class ChargeNotRefundable(RefundError):
-    code = "charge_not_refundable"
-
-
 class StripeRefused(RefundError):
     """Stripe refused the refund for good; `code` is Stripe's own error code."""
 

@@ -84,7 +84,6 @@ CredentialCheck = Callable[[str], bool]
 CREDENTIAL_CHANGED = "This approval link belongs to someone who is no longer an approver."
 
 INTAKE = Actor("intake", "api")
-WORKER = Actor("worker", "worker")
 
 
 @dataclass(frozen=True)

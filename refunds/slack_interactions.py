@@ -46,7 +46,7 @@ bp = Blueprint("slack_interactions", __name__)
 # Interactions Slack may send to the same Request URL that are not for us: acknowledged, ignored.
 OTHER_INTERACTIONS = frozenset({"view_submission", "view_closed", "shortcut", "message_action",
                                 "block_suggestion", "interactive_message", "dialog_submission"})
-SLACK_USER_ID = re.compile(rf"[A-Z0-9]{{1,{limits.SLACK_USER_ID}}}")
+SLACK_USER_ID = re.compile(limits.SLACK_USER_ID_PATTERN)  # the same rule as the API and the CLI
 PENDING_ID = re.compile(r"[0-9]{1,10}")
 MAX_REASON_LENGTH = limits.NOTE  # as the API's rejection note
 

@@ -36,7 +36,6 @@ class ChargeInfo:
     amount_refunded: int
     currency: str
     disputed: bool
-    refunded: bool
     payment_intent_id: str | None = None
 
     @property
@@ -135,7 +134,6 @@ class StripeGateway:
             amount_refunded=int(charge.get("amount_refunded") or 0),
             currency=str(charge["currency"]).lower(),
             disputed=bool(charge.get("disputed")),
-            refunded=bool(charge.get("refunded")),
             payment_intent_id=intent_id if isinstance(intent_id, str) else payment_intent_id,
         )
 

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from refunds import create_app
+from refunds.approvers import Approver, active_in
 from refunds.approvers import add as add_approver
 from refunds.config import Settings, load_settings
 from refunds.db import Database
@@ -100,6 +101,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     url: str = request.getfixturevalue("postgres_url")
     _truncate_postgres(url)
     return url
+
+
+def active_approver(db: Database, name: str) -> Approver | None:
+    """The active approver called `name`, or None: what a test checks after adding or revoking one."""
+    with db.read() as conn:
+        return active_in(conn, name)
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:

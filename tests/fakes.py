@@ -50,7 +50,7 @@ class FakeGateway:
             raise self.fail_lookups.pop(0)
         charge = self._find(charge_id, payment_intent_id)
         return ChargeInfo(charge.charge_id, charge.amount, charge.amount_refunded, charge.currency,
-                          charge.disputed, charge.amount_refunded >= charge.amount, charge.payment_intent_id)
+                          charge.disputed, charge.payment_intent_id)
 
     def create_refund(self, params: RefundParams) -> RefundInfo:
         with self._lock:

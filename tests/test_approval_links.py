@@ -13,13 +13,12 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from refunds import create_app
 from refunds.approval_links import SALT
-from refunds.approvers import active as active_approver
 from refunds.approvers import add as add_approver
 from refunds.approvers import revoke
 from refunds.errors import LinkInvalid
 from refunds.service import Actor, utcnow
 from refunds.tables import approval_link_uses, approvals, audit_log, pending_refunds
-from tests.conftest import make_settings
+from tests.conftest import active_approver, make_settings
 from tests.fakes import FakeClock, FakeGateway, FakeNotifier
 from tests.test_refund_request import rows
 

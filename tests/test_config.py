@@ -1,6 +1,12 @@
+import dataclasses
+import re
+from pathlib import Path
+
 import pytest
 
-from refunds.config import ConfigError, load_settings
+from refunds.config import VARIABLES, ConfigError, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 GOOD = {"STRIPE_SECRET_KEY": "sk_test_abc", "INTAKE_TOKEN": "x" * 32}
 
@@ -53,13 +59,36 @@ def test_start_up_without_a_stripe_key_exits_with_one_line_naming_it(monkeypatch
     assert "\n" not in str(caught.value)
 
 
-def test_every_setting_is_listed_in_env_example_and_the_readme() -> None:
-    import re
-    from pathlib import Path
+def test_env_example_lists_exactly_the_settings_with_their_defaults() -> None:
+    text = (ROOT / ".env.example").read_text()
+    lines = text.splitlines()
+    written = re.findall(r"^([A-Z_]+)=(.*)$", text, flags=re.M)
+    example = dict(written)
+    assert len(example) == len(written), "a variable is listed twice"
+    assert set(example) == {var.name for var in VARIABLES.values()}
+    for field in dataclasses.fields(Settings):
+        var = VARIABLES[field.name]
+        value = example[var.name]
+        default = None if field.default is dataclasses.MISSING else field.default
+        if value:
+            assert var.parse(value, var.name) == default, f"{var.name}={value} in .env.example, default {default!r}"
+        else:
+            assert default in (None, ()), f"{var.name} is empty in .env.example, but its default is {default!r}"
+        assert lines[lines.index(f"{var.name}={value}") - 1].startswith("# "), f"{var.name} has no comment"
 
-    root = Path(__file__).resolve().parents[1]
-    read = set(re.findall(r'env, "([A-Z_]+)"', (root / "refunds" / "config.py").read_text()))
-    example = set(re.findall(r"^([A-Z_]+)=", (root / ".env.example").read_text(), flags=re.M))
-    readme = (root / "README.md").read_text()
-    assert read == example
-    assert all(f"`{name}`" in readme for name in read), [n for n in read if f"`{n}`" not in readme]
+
+def test_the_readme_configuration_table_names_exactly_the_settings() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([A-Z_]+)` \|", section, flags=re.M)
+    assert len(rows) == len(set(rows)), "a variable is listed twice"
+    assert set(rows) == {var.name for var in VARIABLES.values()}
+
+
+def test_every_setting_has_a_one_line_help_and_secrets_stay_out_of_the_repr() -> None:
+    settings = load_settings({**GOOD, "INTAKE_SIGNING_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                              "SLACK_SIGNING_SECRET": "slack-signing-secret", "STRIPE_WEBHOOK_SECRET": "whsec_stripe",
+                              "APPROVAL_LINK_SECRET": "l" * 32})
+    for name, var in VARIABLES.items():
+        assert var.help and "\n" not in var.help, var.name
+        assert (f"{name}=" in repr(settings)) is not var.secret, var.name

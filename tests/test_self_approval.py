@@ -14,6 +14,7 @@ from refunds import approvers
 from refunds.errors import SelfApproval
 from refunds.service import Actor, RefundCommand
 from refunds.tables import pending_refunds, refund_requests
+from tests.conftest import active_approver
 from tests.fakes import FakeGateway
 from tests.test_refund_request import rows
 
@@ -172,7 +173,7 @@ def test_an_ambiguous_or_malformed_email_is_refused(app: Flask, client: FlaskCli
     added = client.post("/approvers", json={"name": "li", "emails": [email]}, headers=admin)
     assert added.status_code == 400
     assert "emails" in added.get_json()["message"]
-    assert approvers.active(app.extensions["refund_service"].db, "li") is None
+    assert active_approver(app.extensions["refund_service"].db, "li") is None
 
 
 def test_an_email_address_belongs_to_one_approver_at_most(app: Flask, client: FlaskClient,
@@ -182,7 +183,7 @@ def test_an_email_address_belongs_to_one_approver_at_most(app: Flask, client: Fl
     taken = client.post("/approvers", json={"name": "mallory", "emails": ["LI@example.com"]}, headers=admin)
     assert taken.status_code == 409
     assert taken.get_json()["error"] == "approver_exists"
-    assert approvers.active(app.extensions["refund_service"].db, "mallory") is None
+    assert active_approver(app.extensions["refund_service"].db, "mallory") is None
 
 
 def test_the_command_line_adds_sets_and_lists_email_addresses(app: Flask) -> None:
@@ -193,7 +194,7 @@ def test_the_command_line_adds_sets_and_lists_email_addresses(app: Flask) -> Non
                                   "--remove-email", "LI@example.com"])
     assert changed.exit_code == 0, changed.output
     assert "emails lee@example.com,li@corp.example" in changed.output
-    li = approvers.active(app.extensions["refund_service"].db, "li")
+    li = active_approver(app.extensions["refund_service"].db, "li")
     assert li is not None and li.emails == ("lee@example.com", "li@corp.example")
 
     listed = runner.invoke(args=["approvers", "list"]).output

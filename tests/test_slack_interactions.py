@@ -291,6 +291,10 @@ def test_a_click_whose_signature_does_not_verify_is_refused_with_401_and_changes
     (form({"type": "no_such_thing"}), "type"),
     (form({"type": "block_actions", "actions": []}), "user.id"),
     (form({"type": "block_actions", "user": {"id": "U0MARIA\x00"}, "actions": []}), "user.id"),
+    # Not Slack member ids by limits.SLACK_USER_ID_PATTERN, the rule the API and the CLI use too.
+    (form({"type": "block_actions", "user": {"id": "B0BOT"}, "actions": []}), "user.id"),
+    (form({"type": "block_actions", "user": {"id": "U1"}, "actions": []}), "user.id"),
+    (form({"type": "block_actions", "user": {"id": "u0maria"}, "actions": []}), "user.id"),
     (form({"type": "block_actions", "user": {"id": "U0MARIA"}, "actions": "approve"}), "actions"),
     (form({"type": "block_actions", "user": {"id": "U0MARIA"},
            "actions": [{"action_id": "approve_refund", "value": "one"}]}), "value"),
