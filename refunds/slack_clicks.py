@@ -77,7 +77,7 @@ def decide_due(service: RefundService, *, reply_timeout_seconds: int, limit: int
         reply = SlackReply(click.response_url, reply_timeout_seconds)
         try:
             if decided_by is None:
-                _act(service, click_id, attempt, click, reply)
+                decided_by = _act(service, click_id, attempt, click, reply)
             else:
                 _reply_as_decided(service, decided_by, click, reply)
         except _TakenOver:
@@ -91,12 +91,15 @@ def decide_due(service: RefundService, *, reply_timeout_seconds: int, limit: int
                           int(wait.total_seconds()))
             continue
         with service.db.transaction() as conn:
-            store.finish_click(conn, click_id, service.clock(), {**facts, "response_url": None})
+            # Kept for the record, without the response_url: a credential nobody needs once the click is done.
+            done = {**facts, "response_url": None, **({"decided_by": decided_by} if decided_by else {})}
+            store.finish_click(conn, click_id, service.clock(), done)
     return len(due)
 
 
-def _act(service: RefundService, click_id: int, attempt: int, click: Click, reply: SlackReply) -> None:
-    """Decide as the approver linked to the clicking Slack user; tell anyone else why nothing happened."""
+def _act(service: RefundService, click_id: int, attempt: int, click: Click, reply: SlackReply) -> str | None:
+    """Decide as the approver linked to the clicking Slack user; tell anyone else why nothing happened.
+    Returns the approver's name if the click decided, None if it was refused."""
     try:
         approver = approvers.by_slack_user(service.db, click.user_id)
     except Exception:
@@ -108,7 +111,7 @@ def _act(service: RefundService, click_id: int, attempt: int, click: Click, repl
         reply.private(
             f"Nothing was done: your Slack user ({click.user_id}) is not linked to an active approver. "
             f"An admin can link it with `flask --app app approvers set <name> --slack-user {click.user_id}`.")
-        return
+        return None
     actor = Actor(approver.name, "slack")
 
     def mark_decided(conn: Connection) -> None:
@@ -124,11 +127,11 @@ def _act(service: RefundService, click_id: int, attempt: int, click: Click, repl
         # Decided elsewhere (the API, a link, another click): the buttons are of no use any more.
         reply.replace(click.message_blocks, f"{_literal(exc.message)} ({_literal(actor.name, 200)} clicked at "
                                             f"{_iso(service.clock())})")
-        return
+        return None
     except RefundError as exc:
         # The refund still waits for someone who may decide it: keep the buttons for them.
         reply.private(f"Not done: {_literal(exc.message)} (`{slack_text.literal(exc.code, 100)}`)")
-        return
+        return None
     except _TakenOver:
         raise
     except Exception:
@@ -137,6 +140,7 @@ def _act(service: RefundService, click_id: int, attempt: int, click: Click, repl
                           "Check the refund's history before clicking again.")
         raise
     reply.replace(click.message_blocks, outcome_text(outcome, actor.name, click.reason, _iso(service.clock())))
+    return actor.name
 
 
 def _reply_as_decided(service: RefundService, name: str, click: Click, reply: SlackReply) -> None:
