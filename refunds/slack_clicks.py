@@ -71,11 +71,11 @@ def decide_due(service: RefundService, *, reply_timeout_seconds: int, limit: int
     with service.db.transaction() as conn:
         due = store.claim_due_clicks(conn, now, CLICK_LEASE, limit)
     for click_id, attempt, payload in due:
-        facts = json.loads(payload)
-        decided_by: str | None = facts.pop("decided_by", None)
-        click = Click(**facts)
-        reply = SlackReply(click.response_url, reply_timeout_seconds)
         try:
+            facts = json.loads(payload)
+            decided_by: str | None = facts.pop("decided_by", None)
+            click = Click(**facts)
+            reply = SlackReply(click.response_url, reply_timeout_seconds)
             if decided_by is None:
                 decided_by = _act(service, click_id, attempt, click, reply)
             else:
@@ -83,10 +83,10 @@ def decide_due(service: RefundService, *, reply_timeout_seconds: int, limit: int
         except _TakenOver:
             log.info("slack click %s: another worker took it over; leaving it to them", click_id)
             continue
-        except Exception:
+        except Exception as exc:
             wait = backoff(service.retry_backoff, attempt, cap=CLICK_BACKOFF_CAP)
             with service.db.transaction() as conn:
-                store.mark_failed(conn, click_id, retry_at=service.clock() + wait, error="work failed")
+                store.mark_failed(conn, click_id, retry_at=service.clock() + wait, error=type(exc).__name__)
             log.exception("slack click %s (attempt %s) failed; next attempt in %ss", click_id, attempt,
                           int(wait.total_seconds()))
             continue
