@@ -84,7 +84,13 @@ class Worker:
         self.notifier = notifier
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        """Run the next pass now instead of at the end of the poll interval (a Slack click is waiting).
+        Does nothing when this worker's loop is not running (clicks then wait for another worker)."""
+        self._wake.set()
 
     def run_once(self) -> int:
         """One pass: decide Slack clicks, advance due requests, check pending refunds, deliver messages.
@@ -100,13 +106,14 @@ class Worker:
     def run_forever(self) -> None:
         log.info("worker started (polling every %ss)", self.poll_seconds)
         while not self._stop.is_set():
+            self._wake.clear()  # before the pass: a wake-up during it starts the next one at once
             try:
                 busy = self.run_once()
             except Exception:
                 log.exception("worker pass failed; trying again")
                 busy = 0
             if not busy:
-                self._stop.wait(self.poll_seconds)
+                self._wake.wait(self.poll_seconds)
 
     def start_thread(self) -> threading.Thread:
         self._thread = threading.Thread(target=self.run_forever, name="refund-worker", daemon=True)
@@ -115,5 +122,6 @@ class Worker:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -30,6 +30,7 @@ from refunds.tables import approvals, audit_log, outbox, pending_refunds, refund
 from standins.slack_webhook import SlackStandIn
 from tests.conftest import make_settings, run_worker
 from tests.fakes import FakeClock, FakeGateway, FakeNotifier
+from tests.polling import wait_until
 from tests.slack_render import formatting
 from tests.test_refund_request import rows
 
@@ -584,3 +585,31 @@ def test_a_click_whose_work_fails_after_deciding_is_logged_kept_and_answered_lat
     assert answer["text"].startswith("Approved by maria at ")
     assert "Stripe has not confirmed the refund yet" in answer["text"]  # true when the click was answered
     assert [c.delivered_at is not None for c in click_rows(app)] == [True]
+
+
+def test_the_in_process_worker_decides_a_click_at_once_rather_than_at_its_next_poll(
+    build: Callable[..., Flask], gateway: FakeGateway, notifier: FakeNotifier, reply_to: SlackStandIn,
+    intake_headers: dict[str, str],
+) -> None:
+    app = build(worker_poll_seconds=300.0)
+    add_approver(app.extensions["refund_service"].db, "maria", utcnow(), slack_user_id="U0MARIA")
+    worker = app.extensions["refund_worker"]
+    worker.start_thread()
+    try:
+        queued = app.test_client().post("/refund-request", json={"charge_id": "ch_big", "amount": 12000},
+                                        headers=intake_headers)
+        # Once the worker posted "needs approval", it has gone idle for 300 s.
+        worker.wake()
+        wait_until(lambda: "needs_approval" in notifier.kinds(), timeout=10, what="the needs-approval message")
+        message = build_message(*next((k, f) for k, f in notifier.sent if k == "needs_approval"))
+        payload = {"type": "block_actions", "user": {"id": "U0MARIA"}, "response_url": reply_to.webhook_url,
+                   "message": {"blocks": message["blocks"]},
+                   "actions": [{"action_id": "approve_refund", "value": str(queued.get_json()["pending_id"])}]}
+        body = form(payload)
+        app.test_client().post("/slack/interactions", data=body,
+                               headers={**signed(body), "Content-Type": "application/x-www-form-urlencoded"})
+        wait_until(lambda: bool(reply_to.messages), timeout=10, what="the reply to the click")
+    finally:
+        worker.stop()
+    assert len(gateway.refunds) == 1
+    assert reply_to.messages[0]["text"].startswith("Approved by maria at ")
