@@ -74,6 +74,7 @@ def create_app(
     lifecycle = RefundLifecycle(db, gateway, clock=clock,
                                 poll_after=timedelta(seconds=settings.refund_poll_after_seconds))
     worker = Worker(service, lifecycle, notifier, poll_seconds=settings.worker_poll_seconds,
+                    slack_timeout_seconds=settings.slack_timeout_seconds,
                     escalate_after=_seconds(settings.pending_escalate_after_seconds),
                     expire_after=_seconds(settings.pending_expire_after_seconds))
 
@@ -86,7 +87,6 @@ def create_app(
     app.extensions["intake_auth"] = IntakeAuth(token=settings.intake_token,
                                                signing_secrets=settings.intake_signing_secrets)
     app.extensions["approval_links"] = links
-    app.extensions["slack_tasks"] = slack_interactions.BackgroundTasks()
     app.register_blueprint(api.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(approval_pages.bp)

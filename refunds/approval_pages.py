@@ -2,7 +2,8 @@
 
 Link scanners, Slack's unfurler and prefetchers GET and HEAD links freely, so viewing never
 changes anything. The POST needs the CSRF token that the page set in a SameSite=Strict
-cookie and in the form (double submit), and spends the link: it acts once.
+cookie and in the form (double submit), and spends the link in the transaction that records the
+decision: it acts once, and a link whose decision was refused or never committed is not spent.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import secrets
 from typing import Any
 
 from flask import Blueprint, Response, current_app, make_response, render_template, request
+from sqlalchemy import Connection
 
 from . import limits, store
 from .approval_links import ApprovalLinks, LinkClaims
@@ -74,9 +76,6 @@ def act(token: str) -> Response:
     if action not in ("approve", "reject"):
         return _page(context, status=400, message="Choose Approve or Reject.")
     service = _service()
-    with service.db.transaction() as conn:
-        if not store.use_link(conn, claims.nonce, context["request"].id, claims.approver, service.clock()):
-            return _page_error(USED, 404)
     actor = Actor(claims.approver, "link")
     links = _links()
     assert links is not None  # _load refused the link otherwise
@@ -85,9 +84,17 @@ def act(token: str) -> Response:
         # Checked again where the decision is made: a token re-issued since _load kills this link there too.
         return links.matches(claims, token_hash)
 
+    used_at = service.clock()  # read before the transaction: a clock never runs while the write lock is held
+
+    def spend(conn: Connection) -> None:
+        # In the deciding transaction: the link is spent if and only if it decided. A refusal (a rule, a
+        # refund decided meanwhile) or a crash leaves it unspent; a concurrent use of it waits here and loses.
+        if not store.use_link(conn, claims.nonce, context["request"].id, claims.approver, used_at):
+            raise LinkInvalid(USED)
+
     try:
         if action == "approve":
-            outcome = service.approve(claims.pending_id, actor, credential=issued_for)
+            outcome = service.approve(claims.pending_id, actor, credential=issued_for, with_decision=spend)
             message = {
                 "approved": f"Approved by {claims.approver}: refund {outcome.refund_id} was sent to Stripe.",
                 "awaiting_second_approval": f"{claims.approver}'s approval is recorded; a second approver is needed.",
@@ -96,7 +103,7 @@ def act(token: str) -> Response:
         else:
             # As the API's note: at most limits.NOTE characters, and no NUL (PostgreSQL text cannot hold one).
             note = (request.form.get("note") or "").replace("\x00", "").strip()[:limits.NOTE] or None
-            service.reject(claims.pending_id, actor, note, credential=issued_for)
+            service.reject(claims.pending_id, actor, note, credential=issued_for, with_decision=spend)
             message = f"Rejected by {claims.approver}."
     except LinkInvalid as exc:
         return _page_error(exc.message, 404)

@@ -175,7 +175,7 @@ def reject_command(pending_id: int, name: str, note: str | None) -> None:
 @click.command("worker")
 @with_appcontext
 def worker_command() -> None:
-    """Run the background worker (Slack delivery, Stripe retries) in the foreground until stopped."""
+    """Run the background worker (Slack clicks and delivery, Stripe retries) in the foreground until stopped."""
     worker = current_app.extensions["refund_worker"]
 
     def _stop(*_: Any) -> None:

@@ -172,8 +172,8 @@ SLACK_INTERACTIONS = {"post": {
         "Slack signs each request with the app's signing secret (SLACK_SIGNING_SECRET): `X-Slack-Signature` is "
         "`v0=` and the hex HMAC-SHA256 of `v0:{X-Slack-Request-Timestamp}:{raw body}`; requests older than 5 "
         "minutes are refused. The clicking Slack user must be linked to an active approver "
-        "(`approvers add|set NAME --slack-user U...`). The answer is an empty 200 at once; the approval or "
-        "rejection runs in the background and its outcome replaces the message through the payload's "
+        "(`approvers add|set NAME --slack-user U...`). The click is recorded, then answered with an empty 200; "
+        "the worker decides it once and its outcome replaces the message through the payload's "
         "`response_url` (only under SLACK_RESPONSE_URL_PREFIX). Anyone else gets a note only they can see, "
         "and nothing is decided."
     ),

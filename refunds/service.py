@@ -81,6 +81,9 @@ class Actor:
 # (an approval link bound to it). Checked in the transaction that decides, so a credential re-issued after
 # the caller's own check still stops the action.
 CredentialCheck = Callable[[str], bool]
+# Runs first in the transaction that decides: what it writes commits with the decision (a link's nonce, a
+# Slack click marked decided), and what it raises rolls the decision back and reaches the caller.
+WithDecision = Callable[[Connection], None]
 CREDENTIAL_CHANGED = "This approval link belongs to someone who is no longer an approver."
 
 INTAKE = Actor("intake", "api")
@@ -307,18 +310,22 @@ class RefundService:
 
     # -- approval queue -----------------------------------------------------------------
 
-    def approve(self, pending_id: int, actor: Actor, *, credential: CredentialCheck | None = None) -> Outcome:
+    def approve(self, pending_id: int, actor: Actor, *, credential: CredentialCheck | None = None,
+                with_decision: WithDecision | None = None) -> Outcome:
         """Record `actor`'s approval; once enough people approved, execute the refund (once).
 
         Raises RequestNotFound, NotPending (with the current status), NotAnApprover,
         SelfApproval, OverApprovalLimit, AlreadyApproved, or ExceedsRefundable (refunds in
         progress leave too little; nothing is recorded and the request stays pending).
         With `credential`, raises LinkInvalid and records nothing unless it accepts the approver's
-        token hash as read in the deciding transaction.
+        token hash as read in the deciding transaction. `with_decision` runs first in that transaction:
+        its writes commit only with the approval, and what it raises is raised with nothing recorded.
         Returns awaiting_second_approval, approved, processing or failed.
         """
         now = self.clock()
         with self.db.transaction() as conn:
+            if with_decision is not None:
+                with_decision(conn)
             pending = self._open_pending(conn, pending_id)
             request = store.get_request(conn, pending.request_id)
             assert request is not None
@@ -381,11 +388,13 @@ class RefundService:
             )
 
     def reject(self, pending_id: int, actor: Actor, note: str | None, *,
-               credential: CredentialCheck | None = None) -> Outcome:
+               credential: CredentialCheck | None = None, with_decision: WithDecision | None = None) -> Outcome:
         """Reject a pending refund; nothing is sent to Stripe. Raises RequestNotFound, NotPending or
-        NotAnApprover; with `credential`, LinkInvalid (nothing recorded) as `approve` does."""
+        NotAnApprover; with `credential`, LinkInvalid (nothing recorded), and `with_decision`, as `approve` does."""
         now = self.clock()
         with self.db.transaction() as conn:
+            if with_decision is not None:
+                with_decision(conn)
             pending = self._open_pending(conn, pending_id)
             approver = store.get_active_approver(conn, actor.name)
             if approver is None:

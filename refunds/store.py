@@ -334,8 +334,17 @@ _OLDER_PENDING = (
     )
     .scalar_subquery()
 )
-_MESSAGE_DUE = (
+# Outbox rows of this kind are Slack clicks for the worker to decide (see slack_clicks.py), not messages to send.
+SLACK_CLICK = "slack_click"
+_WORK_DUE = (
     outbox.c.delivered_at.is_(None)
+    & outbox.c.dead_at.is_(None)
+    & (outbox.c.next_attempt_at <= bindparam("b_now"))
+    & ((outbox.c.claimed_until.is_(None)) | (outbox.c.claimed_until <= bindparam("b_now")))
+)
+_MESSAGE_DUE = (
+    (outbox.c.kind != SLACK_CLICK)
+    & outbox.c.delivered_at.is_(None)
     & outbox.c.dead_at.is_(None)
     & (outbox.c.next_attempt_at <= bindparam("b_now"))
     & ((outbox.c.claimed_until.is_(None)) | (outbox.c.claimed_until <= bindparam("b_now")))
@@ -352,6 +361,53 @@ _CLAIM_MESSAGES = (update(outbox).where(outbox.c.id.in_(bindparam("b_ids", expan
                    .values(claimed_until=bindparam("b_until"), attempts=outbox.c.attempts + 1))
 _MARK_DELIVERED = (update(outbox).where(outbox.c.id == bindparam("b_id"))
                    .values(delivered_at=bindparam("b_at"), claimed_until=None, last_error=None))
+
+
+_CLICK_DUE = (outbox.c.kind == SLACK_CLICK) & _WORK_DUE
+_ANY_DUE_CLICK = select(outbox.c.id).where(_CLICK_DUE).limit(1)
+_DUE_CLICKS = (select(outbox).where(_CLICK_DUE).order_by(outbox.c.id).limit(bindparam("b_limit"))
+               .with_for_update(skip_locked=True))
+_CLICK_DECIDED = (update(outbox).where(outbox.c.id == bindparam("b_id"), outbox.c.attempts == bindparam("b_attempt"),
+                                       outbox.c.delivered_at.is_(None))
+                  .values(payload=bindparam("b_payload")))
+_CLICK_DONE = (update(outbox).where(outbox.c.id == bindparam("b_id"))
+               .values(delivered_at=bindparam("b_at"), claimed_until=None, last_error=None,
+                       payload=bindparam("b_payload")))
+
+
+def record_click(conn: Connection, payload: dict[str, Any], at: datetime) -> None:
+    """Record a Slack click as work for the worker (due at once)."""
+    enqueue(conn, request_id=None, kind=SLACK_CLICK, payload=payload, at=at)
+
+
+def any_due_click(conn: Connection, now: datetime) -> bool:
+    """Whether some Slack click may wait for the worker (a hint: `claim_due_clicks` decides)."""
+    return conn.execute(_ANY_DUE_CLICK, {"b_now": now}).first() is not None
+
+
+def claim_due_clicks(conn: Connection, now: datetime, lease: timedelta, limit: int) -> list[tuple[int, int, str]]:
+    """Claim up to `limit` due clicks, oldest first, as (id, attempt, payload).
+
+    Each claim counts one more attempt; the attempt number is the claim's token: `mark_click_decided` only
+    succeeds for the latest claim, so a worker whose lease ran out cannot decide behind its successor's back.
+    Rows are locked with FOR UPDATE SKIP LOCKED on PostgreSQL (SQLite's write transaction is exclusive).
+    """
+    clicks = list(conn.execute(_DUE_CLICKS, {"b_now": now, "b_limit": limit}))
+    if clicks:
+        conn.execute(_CLAIM_MESSAGES, {"b_ids": [c.id for c in clicks], "b_until": now + lease})
+    return [(c.id, c.attempts + 1, c.payload) for c in clicks]
+
+
+def mark_click_decided(conn: Connection, click_id: int, attempt: int, payload: dict[str, Any]) -> bool:
+    """Store the click's payload saying it decided, if `attempt` is still its latest claim and it is not done.
+    Called in the deciding transaction: False means another worker owns the click, and the decision must roll back."""
+    return conn.execute(_CLICK_DECIDED, {"b_id": click_id, "b_attempt": attempt,
+                                         "b_payload": json.dumps(payload, sort_keys=True)}).rowcount == 1
+
+
+def finish_click(conn: Connection, click_id: int, at: datetime, payload: dict[str, Any]) -> None:
+    """Mark a click done for good, keeping `payload` (the caller leaves the response_url out of it)."""
+    conn.execute(_CLICK_DONE, {"b_id": click_id, "b_at": at, "b_payload": json.dumps(payload, sort_keys=True)})
 
 
 def any_due_message(conn: Connection, now: datetime) -> bool:

@@ -1,9 +1,9 @@
-"""The background worker: retries requests whose lease ran out, asks Stripe about refunds
-still pending, and delivers outbox messages to Slack.
+"""The background worker: decides Slack clicks, retries requests whose lease ran out, asks Stripe
+about refunds still pending, and delivers outbox messages to Slack.
 
 Runs in a thread inside the web process (the default), or alone with `flask --app app worker`.
-Several workers may run at once: every message and every execution is claimed with a guarded
-update before anything is sent.
+Several workers may run at once: every click, message and execution is claimed with a guarded
+update before anything is decided or sent.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import threading
 from datetime import timedelta
 
-from . import store
+from . import slack_clicks, store
 from .db import Database
 from .lifecycle import RefundLifecycle
 from .notifier import DeliveryFailed, MessageRefused, Notifier
@@ -75,7 +75,8 @@ class Worker:
 
     def __init__(self, service: RefundService, lifecycle: RefundLifecycle, notifier: Notifier, *,
                  poll_seconds: float = 1.0, escalate_after: timedelta | None = None,
-                 expire_after: timedelta | None = None) -> None:
+                 expire_after: timedelta | None = None, slack_timeout_seconds: int = 10) -> None:
+        self.slack_timeout_seconds = slack_timeout_seconds
         self.escalate_after = escalate_after
         self.expire_after = expire_after
         self.service = service
@@ -83,11 +84,19 @@ class Worker:
         self.notifier = notifier
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def wake(self) -> None:
+        """Run the next pass now instead of at the end of the poll interval (a Slack click is waiting).
+        Does nothing when this worker's loop is not running (clicks then wait for another worker)."""
+        self._wake.set()
+
     def run_once(self) -> int:
-        """One pass: advance due requests, check pending refunds, deliver messages. Returns the work done."""
-        done = self.service.retry_due()
+        """One pass: decide Slack clicks, advance due requests, check pending refunds, deliver messages.
+        Returns the work done. Clicks come first: someone in Slack waits for their answer."""
+        done = slack_clicks.decide_due(self.service, reply_timeout_seconds=self.slack_timeout_seconds)
+        done += self.service.retry_due()
         done += self.lifecycle.poll()
         done += self.service.escalate_and_expire(self.escalate_after, self.expire_after)
         done += deliver_due(self.service.db, self.notifier, clock=self.service.clock,
@@ -97,13 +106,14 @@ class Worker:
     def run_forever(self) -> None:
         log.info("worker started (polling every %ss)", self.poll_seconds)
         while not self._stop.is_set():
+            self._wake.clear()  # before the pass: a wake-up during it starts the next one at once
             try:
                 busy = self.run_once()
             except Exception:
                 log.exception("worker pass failed; trying again")
                 busy = 0
             if not busy:
-                self._stop.wait(self.poll_seconds)
+                self._wake.wait(self.poll_seconds)
 
     def start_thread(self) -> threading.Thread:
         self._thread = threading.Thread(target=self.run_forever, name="refund-worker", daemon=True)
@@ -112,5 +122,6 @@ class Worker:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -14,7 +14,7 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from refunds import create_app
 from refunds.approval_links import SALT
 from refunds.approvers import add as add_approver
-from refunds.approvers import revoke
+from refunds.approvers import change, revoke
 from refunds.errors import LinkInvalid
 from refunds.service import Actor, utcnow
 from refunds.tables import approval_link_uses, approvals, audit_log, pending_refunds
@@ -303,3 +303,32 @@ def approvers_hash(app: Flask, name: str) -> str:
     approver = active_approver(app.extensions["refund_service"].db, name)
     assert approver is not None
     return approver.token_hash
+
+
+def test_an_approval_refused_by_a_rule_after_the_link_is_checked_spends_nothing_and_the_link_still_works(
+    app: Flask, client: FlaskClient, link: str, gateway: FakeGateway
+) -> None:
+    db = app.extensions["refund_service"].db
+    _, csrf = open_page(client, link)
+    # Her limit drops under the amount after the page was shown: the deciding transaction, which spends the
+    # link first, refuses the approval, so the spend is rolled back with it.
+    change(db, "maria", approval_limit=10_000)
+
+    refused = client.post(link, data={"csrf_token": csrf, "action": "approve"})
+
+    assert refused.status_code == 200
+    assert "approval limit" in refused.get_data(as_text=True)
+    assert rows(app, approval_link_uses) == []
+    assert rows(app, approvals) == []
+    assert [p.status for p in rows(app, pending_refunds)] == ["pending"]
+    assert gateway.calls == []
+
+    # Nothing was decided, so the link was not used: once the limit allows it, the same link acts, once.
+    change(db, "maria", approval_limit=20_000)
+    _, csrf = open_page(client, link)
+    done = client.post(link, data={"csrf_token": csrf, "action": "approve"})
+    assert "Approved by maria" in done.get_data(as_text=True)
+    assert len(gateway.refunds) == 1
+    assert len(rows(app, approval_link_uses)) == 1
+    assert client.post(link, data={"csrf_token": csrf, "action": "approve"}).status_code == 404
+    assert len(gateway.refunds) == 1

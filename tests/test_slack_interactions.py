@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,6 +18,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from slack_sdk.signature import SignatureVerifier
+from sqlalchemy import update
 
 from refunds import create_app
 from refunds.approvers import add as add_approver
@@ -24,11 +26,11 @@ from refunds.approvers import revoke
 from refunds.errors import StripeUnavailable
 from refunds.notifier import build_message
 from refunds.service import utcnow
-from refunds.slack_interactions import BackgroundTasks
-from refunds.tables import audit_log, pending_refunds, refund_requests
+from refunds.tables import approvals, audit_log, outbox, pending_refunds, refund_requests
 from standins.slack_webhook import SlackStandIn
 from tests.conftest import make_settings, run_worker
 from tests.fakes import FakeClock, FakeGateway, FakeNotifier
+from tests.polling import wait_until
 from tests.slack_render import formatting
 from tests.test_refund_request import rows
 
@@ -63,7 +65,6 @@ def build(database_url: str, gateway: FakeGateway, notifier: FakeNotifier, clock
 
     yield make
     for app in made:
-        app.extensions["slack_tasks"].wait()
         app.extensions["refund_service"].db.dispose()
 
 
@@ -130,10 +131,10 @@ def signed(body: bytes, *, secret: str = SECRET, timestamp: str | None = None) -
 
 
 def deliver(app: Flask, body: bytes, headers: dict[str, str]) -> Any:
-    """POST the interaction as Slack does, then wait for the work it started in the background."""
+    """POST the interaction as Slack does, then run the worker, which decides the clicks recorded."""
     response = app.test_client().post("/slack/interactions", data=body,
                                       headers={**headers, "Content-Type": "application/x-www-form-urlencoded"})
-    assert app.extensions["slack_tasks"].wait(timeout=30)
+    run_worker(app)
     return response
 
 
@@ -467,20 +468,6 @@ def test_nothing_logged_names_the_response_url_or_the_signing_secret(
     assert SECRET not in ours
 
 
-def test_background_tasks_log_what_fails_and_never_raise(caplog: pytest.LogCaptureFixture) -> None:
-    tasks = BackgroundTasks()
-    done: list[str] = []
-
-    def fails() -> None:
-        raise RuntimeError("boom")
-
-    tasks.submit("failing", fails)
-    tasks.submit("working", lambda: done.append("yes"))
-    assert tasks.wait(timeout=10)
-    assert done == ["yes"]
-    assert "slack failing failed" in caplog.text
-
-
 def test_a_click_that_stripe_refuses_says_so_with_stripes_code(
     app: Flask, pending_id: int, maria: str, gateway: FakeGateway, reply_to: SlackStandIn
 ) -> None:
@@ -511,3 +498,122 @@ def test_an_approver_clicking_approve_on_a_refund_they_asked_for_by_email_is_ref
     [note] = reply_to.messages
     assert note["response_type"] == "ephemeral"
     assert "self_approval" in note["text"]
+
+
+def click_rows(app: Flask) -> list[Any]:
+    return [m for m in rows(app, outbox) if m.kind == "slack_click"]
+
+
+def test_a_click_recorded_before_the_process_died_is_decided_once_by_the_next_processs_worker(
+    build: Callable[..., Flask], app: Flask, pending_id: int, maria: str, gateway: FakeGateway,
+    reply_to: SlackStandIn,
+) -> None:
+    body = form(click(app, "approve_refund", pending_id, maria, response_url=reply_to.webhook_url))
+
+    response = app.test_client().post("/slack/interactions", data=body,
+                                      headers={**signed(body), "Content-Type": "application/x-www-form-urlencoded"})
+
+    # Slack has its answer and the click is in the database, undecided: the process that answered dies now,
+    # before its worker ran.
+    assert (response.status_code, response.data) == (200, b"")
+    [recorded] = click_rows(app)
+    assert recorded.delivered_at is None
+    nothing_changed(app, gateway)
+    app.extensions["refund_service"].db.dispose()
+
+    restarted = build()
+    restarted.extensions["refund_worker"].run_once()
+
+    [refund] = gateway.refunds
+    assert refund.amount == 12000
+    [pending] = rows(restarted, pending_refunds)
+    assert (pending.status, pending.decided_by) == ("approved", "maria")
+    assert [(a.approver, a.channel) for a in rows(restarted, approvals)] == [("maria", "slack")]
+    [reply] = reply_to.messages
+    assert reply["text"] == f"Approved by maria at {AT}: refund {refund.refund_id} executed"
+    [done] = click_rows(restarted)
+    assert done.delivered_at is not None
+    assert REPLY_PATH not in done.payload  # the response_url is not kept once the click is done
+
+
+def test_a_click_whose_worker_died_after_deciding_is_not_decided_again_and_the_reply_says_what_happened(
+    app: Flask, pending_id: int, maria: str, gateway: FakeGateway, reply_to: SlackStandIn
+) -> None:
+    body = form(click(app, "approve_refund", pending_id, maria, response_url=reply_to.webhook_url))
+    deliver(app, body, signed(body))
+    [refund] = gateway.refunds
+    # The row as it stood when a worker died after the deciding transaction, before marking the click done.
+    [row] = click_rows(app)
+    with app.extensions["refund_service"].db.transaction() as conn:
+        conn.execute(update(outbox).where(outbox.c.id == row.id).values(
+            delivered_at=None, claimed_until=None,
+            payload=json.dumps({**json.loads(row.payload), "response_url": reply_to.webhook_url})))
+
+    assert run_worker(app) == 1
+
+    assert len(gateway.refunds) == 1
+    assert [(a.approver, a.channel) for a in rows(app, approvals)] == [("maria", "slack")]
+    assert [a.actor for a in rows(app, audit_log) if a.action == "approved"] == ["maria"]
+    first, second = reply_to.messages
+    assert first["text"] == second["text"] == f"Approved by maria at {AT}: refund {refund.refund_id} executed"
+    assert second["replace_original"] is True
+
+
+def test_a_click_whose_work_fails_after_deciding_is_logged_kept_and_answered_later_without_a_second_decision(
+    app: Flask, pending_id: int, maria: str, gateway: FakeGateway, reply_to: SlackStandIn, clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Not a Stripe error the service knows: the worker stops in the middle, after the approval committed.
+    gateway.fail_next = [RuntimeError("the worker stopped here")]  # type: ignore[list-item]
+    body = form(click(app, "approve_refund", pending_id, maria, response_url=reply_to.webhook_url))
+
+    with caplog.at_level(logging.ERROR):
+        assert deliver(app, body, signed(body)).status_code == 200
+
+    assert "slack click" in caplog.text and "failed" in caplog.text
+    assert gateway.refunds == []
+    [note] = reply_to.messages
+    assert (note["response_type"], note["replace_original"]) == ("ephemeral", False)
+    assert "kept and will be tried again" in note["text"]
+    [row] = click_rows(app)
+    assert row.delivered_at is None
+
+    clock.advance(timedelta(minutes=5))
+    run_worker(app)
+
+    assert len(gateway.refunds) == 1
+    assert [(a.approver, a.channel) for a in rows(app, approvals)] == [("maria", "slack")]
+    assert [p.status for p in rows(app, pending_refunds)] == ["approved"]
+    _, answer = reply_to.messages
+    assert answer["replace_original"] is True
+    assert answer["text"].startswith("Approved by maria at ")
+    assert "Stripe has not confirmed the refund yet" in answer["text"]  # true when the click was answered
+    assert [c.delivered_at is not None for c in click_rows(app)] == [True]
+
+
+def test_the_in_process_worker_decides_a_click_at_once_rather_than_at_its_next_poll(
+    build: Callable[..., Flask], gateway: FakeGateway, notifier: FakeNotifier, reply_to: SlackStandIn,
+    intake_headers: dict[str, str],
+) -> None:
+    app = build(worker_poll_seconds=300.0)
+    add_approver(app.extensions["refund_service"].db, "maria", utcnow(), slack_user_id="U0MARIA")
+    worker = app.extensions["refund_worker"]
+    worker.start_thread()
+    try:
+        queued = app.test_client().post("/refund-request", json={"charge_id": "ch_big", "amount": 12000},
+                                        headers=intake_headers)
+        # Once the worker posted "needs approval", it has gone idle for 300 s.
+        worker.wake()
+        wait_until(lambda: "needs_approval" in notifier.kinds(), timeout=10, what="the needs-approval message")
+        message = build_message(*next((k, f) for k, f in notifier.sent if k == "needs_approval"))
+        payload = {"type": "block_actions", "user": {"id": "U0MARIA"}, "response_url": reply_to.webhook_url,
+                   "message": {"blocks": message["blocks"]},
+                   "actions": [{"action_id": "approve_refund", "value": str(queued.get_json()["pending_id"])}]}
+        body = form(payload)
+        app.test_client().post("/slack/interactions", data=body,
+                               headers={**signed(body), "Content-Type": "application/x-www-form-urlencoded"})
+        wait_until(lambda: bool(reply_to.messages), timeout=10, what="the reply to the click")
+    finally:
+        worker.stop()
+    assert len(gateway.refunds) == 1
+    assert reply_to.messages[0]["text"].startswith("Approved by maria at ")
