@@ -23,6 +23,7 @@ from refunds.config import Settings, load_settings
 from refunds.db import Database
 from refunds.service import utcnow
 from refunds.tables import metadata
+from standins.slack_webhook import SlackStandIn
 from tests.fakes import FakeClock, FakeGateway, FakeNotifier
 
 # The developer's `.env` is theirs, not the tests': `flask` subprocesses (and deploy/gunicorn.conf.py)
@@ -52,6 +53,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("skipped, by reason")
         for reason, count in reasons.most_common():
             terminalreporter.line(f"{count:4d} x {reason}")
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackStandIn]:
+    """The Slack stand-in on loopback: it refuses what Slack refuses and records what it accepted."""
+    with SlackStandIn() as stand_in:
+        yield stand_in
 
 
 @contextmanager

@@ -164,12 +164,6 @@ def test_links_that_cannot_be_made_now_mean_the_message_is_not_delivered_yet() -
 
 
 @pytest.fixture
-def slack() -> Iterator[SlackStandIn]:
-    with SlackStandIn() as standin:
-        yield standin
-
-
-@pytest.fixture
 def slack_app(database_url: str, gateway: FakeGateway, clock: FakeClock, slack: SlackStandIn) -> Iterator[Flask]:
     settings = make_settings(database_url, slack_webhook_url=slack.webhook_url, approval_link_secret=LINK_SECRET,
                              public_base_url="https://refunds.example", slack_escalation_mention="<!subteam^S42>",

@@ -25,12 +25,6 @@ from tests.test_refund_request import rows
 
 
 @pytest.fixture
-def slack() -> Iterator[SlackStandIn]:
-    with SlackStandIn() as standin:
-        yield standin
-
-
-@pytest.fixture
 def app(database_url: str, gateway: FakeGateway, clock: FakeClock, slack: SlackStandIn) -> Iterator[Flask]:
     app = create_app(make_settings(database_url, slack_webhook_url=slack.webhook_url), gateway=gateway, clock=clock)
     app.config["TESTING"] = True

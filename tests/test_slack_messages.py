@@ -6,7 +6,6 @@ Messages go through the real notifier to the Slack stand-in, which refuses what 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,12 +28,6 @@ HOSTILE = [
 USER_KEYS = ["charge_id", "reason", "product", "customer_email", "ticket_id", "requested_by", "note", "actor",
              "refund_id", "error_code", "error_message", "policy_explanation"]
 LINK = "https://refunds.example/approval-links/tok"
-
-
-@pytest.fixture
-def slack() -> Iterator[SlackStandIn]:
-    with SlackStandIn() as standin:
-        yield standin
 
 
 def facts_with(value: str) -> dict[str, Any]:

@@ -149,12 +149,6 @@ def stripe() -> Iterator[StripeStandIn]:
         yield stand_in
 
 
-@pytest.fixture
-def slack() -> Iterator[SlackStandIn]:
-    with SlackStandIn() as stand_in:
-        yield stand_in
-
-
 
 @pytest.fixture
 def service(database_url: str, stripe: StripeStandIn, slack: SlackStandIn, tmp_path: Path) -> Iterator[Service]:

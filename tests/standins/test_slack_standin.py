@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,6 @@ from standins.slack_webhook import DEFAULT_PATH, SlackStandIn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BLOCKS: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": "*Refund* re_123 succeeded"}}]
-
-
-@pytest.fixture
-def slack() -> Iterator[SlackStandIn]:
-    with SlackStandIn() as server:
-        yield server
 
 
 def post_raw(slack: SlackStandIn, body: bytes, content_type: str, path: str = DEFAULT_PATH) -> tuple[int, str]:
