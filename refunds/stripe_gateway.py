@@ -7,10 +7,13 @@ never sees a Stripe object and tests can pass a fake with the same two methods.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import requests
 import stripe
+from requests.utils import get_environ_proxies
 
 from .errors import (
     ChargeNotFound,
@@ -113,7 +116,10 @@ class StripeGateway:
             api_key,
             max_network_retries=max_network_retries,
             base_addresses=base_addresses,  # type: ignore[arg-type]
-            http_client=stripe.RequestsClient(timeout=timeout_seconds),
+            http_client=stripe.RequestsClient(
+                timeout=timeout_seconds,
+                session=_Sessions(get_environ_proxies(api_base or stripe.DEFAULT_API_BASE)),  # type: ignore[arg-type]
+            ),
         )
 
     def get_charge(self, *, charge_id: str | None = None, payment_intent_id: str | None = None) -> ChargeInfo:
@@ -182,6 +188,30 @@ class StripeGateway:
                 what, error.code, type(exc).__name__, exc.http_status, exc.request_id,
             )
             raise error from None
+
+
+class _Sessions:
+    """One `requests` session per thread, as stripe-python keeps them, that reads the environment once.
+
+    A default session looks up the proxy variables, NO_PROXY and ~/.netrc again on every call: about a
+    quarter of a millisecond twice per refund, for settings that do not change while the process runs.
+    These sessions take the proxies that apply to Stripe's address (HTTPS_PROXY, NO_PROXY, ...) once,
+    when the gateway is made, and never read the environment or ~/.netrc after that. Certificates are
+    stripe-python's own bundle either way.
+    """
+
+    def __init__(self, proxies: dict[str, str]) -> None:
+        self._proxies = proxies
+        self._local = threading.local()
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False
+            session.proxies.update(self._proxies)
+            self._local.session = session
+        return session.request(*args, **kwargs)
 
 
 def translate(exc: stripe.StripeError) -> RefundError:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -155,3 +158,80 @@ def test_a_key_used_with_other_parameters_is_a_final_refusal_and_refunds_nothing
 
     assert stripe.refund_creations() == 1 and len(stripe.refunds) == 1
     assert [r["status"] for r in stripe.requests] == [200, 400, 400, 400]  # not retried by stripe-python either
+
+
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the proxy itself relays straight
+
+
+class _ForwardingProxy(ThreadingHTTPServer):
+    """A plain HTTP forward proxy on loopback that records the URL of each request it relays."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    server: _ForwardingProxy
+
+    def _relay(self) -> None:
+        self.server.seen.append(self.path)  # absolute-form: the client asked us to forward it
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "proxy-connection", "connection")}
+        relayed = urllib.request.Request(self.path, data=body, headers=headers, method=self.command)
+        try:
+            with _DIRECT.open(relayed, timeout=5) as answer:
+                status, data, answer_headers = answer.status, answer.read(), answer.headers
+        except urllib.error.HTTPError as error:
+            status, data, answer_headers = error.code, error.read(), error.headers
+        self.send_response(status)
+        for name in ("Content-Type", "Request-Id", "Idempotency-Key"):
+            if answer_headers.get(name):
+                self.send_header(name, answer_headers[name])
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _relay
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def proxy() -> Iterator[_ForwardingProxy]:
+    server = _ForwardingProxy()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_stripe_calls_go_through_the_proxy_the_environment_names(
+    stripe: StripeStandIn, proxy: _ForwardingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    charge = stripe.add_charge(5000, "usd")
+    gateway = gateway_for(stripe)
+    refund = gateway.create_refund(RefundParams(charge_id=charge["id"], amount=700, reason="duplicate",
+                                                idempotency_key="refund-request-9-proxy"))
+    assert gateway.get_charge(charge_id=charge["id"]).amount_refunded == 700
+    assert proxy.seen == [f"{stripe.base_url}/v1/refunds", f"{stripe.base_url}/v1/charges/{charge['id']}"]
+    assert [r["id"] for r in stripe.refunds] == [refund.refund_id]
+
+
+def test_no_proxy_keeps_stripe_calls_off_the_proxy(
+    stripe: StripeStandIn, proxy: _ForwardingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    charge = stripe.add_charge(5000, "usd")
+    assert gateway_for(stripe).get_charge(charge_id=charge["id"]).amount == 5000
+    assert proxy.seen == []
