@@ -13,20 +13,24 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 # Alembic announces each of its plugins when imported, and how it runs at every upgrade, at INFO:
 # ten lines at each start and two on every CLI command. upgrade() says what it applied instead.
 logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 
-from alembic import command  # noqa: E402  (after the logging levels above)
-from alembic.config import Config  # noqa: E402
-from alembic.runtime.migration import MigrationContext  # noqa: E402
-from alembic.script import ScriptDirectory  # noqa: E402
-from sqlalchemy import Connection, Engine, create_engine, event, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
+# The newest migration in migrations/versions: what this code needs the schema to be at. Written here so
+# that a start on a migrated database checks one row instead of importing Alembic, which costs each
+# process about 10 MB for as long as it runs. tests/test_startup.py checks it against migrations/.
+HEAD_REVISION = "0003"
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,8 @@ class Database:
 
 def alembic_config(engine: Engine | None = None) -> Config:
     """An Alembic config pointing at `migrations/`, bound to `engine` when given."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if engine is not None:
@@ -135,8 +141,13 @@ def upgrade(engine: Engine) -> list[str]:
     """Run `alembic upgrade head` on `engine`. Safe to call from several processes at once.
 
     Returns the migrations applied, oldest first, as `revision (description)`, and logs them in
-    one line; empty (and silent) when the schema was already at head.
+    one line; empty (and silent) when the schema was already at head. Alembic is only imported when
+    the schema is not at `HEAD_REVISION`.
     """
+    if current_revision(engine) == HEAD_REVISION:
+        return []
+    from alembic import command
+
     config = alembic_config(engine)
     applied: list[str] = []
     config.attributes["applied"] = applied  # filled by migrations/env.py as each one runs
@@ -147,15 +158,29 @@ def upgrade(engine: Engine) -> list[str]:
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The schema's migration revision, None for an empty database."""
+    """The schema's migration revision, None for an empty database. Raises SQLAlchemyError when the
+    database does not answer."""
     with engine.connect() as conn:
-        revision: str | None = MigrationContext.configure(conn).get_current_revision()
+        if not _has_version_table(conn):
+            return None
+        revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         conn.rollback()
-    return revision
+    return str(revision) if revision is not None else None
+
+
+def _has_version_table(conn: Connection) -> bool:
+    if conn.dialect.name == "sqlite":
+        found = text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'")
+    else:
+        found = text("SELECT 1 FROM information_schema.tables WHERE table_name = 'alembic_version'"
+                     " AND table_schema = current_schema()")
+    return conn.execute(found).first() is not None
 
 
 def head_revision() -> str | None:
-    """The newest migration in `migrations/`: what this code needs the schema to be at."""
+    """The newest migration in `migrations/`, as Alembic reads it (`HEAD_REVISION` must equal it)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
@@ -173,7 +198,7 @@ def not_ready(url: str) -> str | None:
         return f"the database at DATABASE_URL does not answer ({type(exc).__name__})"
     finally:
         engine.dispose()
-    head = head_revision()
+    head = HEAD_REVISION
     if engine.dialect.name != "sqlite" and current != head:
         return (f"the database at DATABASE_URL is at migration {current or 'none (empty)'} but this code needs "
                 f"{head}: run `.venv/bin/flask --app app db upgrade` first")

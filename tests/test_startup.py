@@ -70,10 +70,16 @@ def test_a_env_file_in_the_repository_root_does_not_change_the_test_run(tmp_path
     assert not (copy / "from-dotenv.db").exists()
 
 
+
+def service_env(tmp_path: Path) -> dict[str, str]:
+    """A minimal environment for the service on a SQLite file in `tmp_path` (never the developer's)."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "FLASK_SKIP_DOTENV": "1",
+            "STRIPE_SECRET_KEY": "sk_test_cli", "INTAKE_TOKEN": "x" * 32,
+            "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`flask --app app ARGS` as an operator runs it, on a SQLite file in tmp_path."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "FLASK_SKIP_DOTENV": "1",
-           "STRIPE_SECRET_KEY": "sk_test_cli", "INTAKE_TOKEN": "x" * 32, "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    env = service_env(tmp_path)
     return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60, check=False)
 
@@ -125,3 +131,20 @@ def test_skipped_tests_are_summed_up_once_per_reason_and_failures_come_last(tmp_
     failed = next(i for i, line in enumerate(lines) if line.startswith("FAILED"))
     grouped = next(i for i, line in enumerate(lines) if "no database here" in line)
     assert grouped < failed
+
+
+def test_head_revision_names_the_newest_migration_in_migrations() -> None:
+    from refunds.db import HEAD_REVISION, head_revision
+
+    assert HEAD_REVISION == head_revision(), "a migration was added: set refunds.db.HEAD_REVISION to its revision"
+
+
+def test_a_start_on_a_migrated_database_does_not_load_alembic(tmp_path: Path) -> None:
+    """Alembic costs each process about 10 MB for its whole life; a migrated database needs none of it."""
+    assert cli(tmp_path, "db", "upgrade").returncode == 0
+    program = ("import sys, refunds; refunds.create_app(); "
+               "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'mako'}))")
+    env = service_env(tmp_path)
+    started = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert (started.returncode, started.stdout.strip()) == (0, "[]"), started.stderr
