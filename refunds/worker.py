@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from datetime import timedelta
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from . import slack_clicks, store
 from .db import Database
@@ -24,6 +26,12 @@ log = logging.getLogger(__name__)
 MESSAGE_LEASE = timedelta(seconds=60)
 MESSAGE_BACKOFF_CAP = timedelta(minutes=5)
 RETRY_AFTER_CAP = timedelta(hours=1)
+# Deliveries are recorded together, in one transaction at most this often, rather than one transaction per
+# message: under load those transactions queued for SQLite's write lock with the refunds being requested.
+DELIVERY_RECORD_SECONDS = 1.0
+# After a pass that found work, the next one starts this much later (at once when woken): a few messages are
+# then claimed and recorded together instead of one pass, and its transactions, per message.
+BUSY_PAUSE_SECONDS = 0.1
 
 
 def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limit: int = 50,
@@ -36,8 +44,12 @@ def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limi
     later messages of the same request wait for it. Only a message Slack refuses as invalid (400)
     is parked dead (`outbox.dead_at`, with Slack's answer in `last_error`) after that one attempt,
     logged at ERROR, never sent again, and later messages of its request go on without it.
+    Deliveries are recorded in one transaction every DELIVERY_RECORD_SECONDS and at the end: a process
+    that dies in between sends those messages again (delivery is at least once, as ever).
     """
     delivered = 0
+    unrecorded: list[int] = []
+    recorded_at = time.monotonic()
     now = clock()
     with db.read() as conn:  # most passes find nothing: ask without taking the write lock
         if not store.any_due_message(conn, now):
@@ -64,10 +76,21 @@ def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limi
                     "slack message %s (%s, request %s) not delivered, next attempt in %ss: %s",
                     message.id, message.kind, message.request_id, int(wait.total_seconds()), exc)
             continue
-        with db.transaction() as conn:
-            store.mark_delivered(conn, message.id, clock())
         delivered += 1
+        unrecorded.append(message.id)
+        if time.monotonic() - recorded_at >= DELIVERY_RECORD_SECONDS:
+            _record_delivered(db, unrecorded, clock())
+            unrecorded, recorded_at = [], time.monotonic()
+    _record_delivered(db, unrecorded, clock())
     return delivered
+
+
+def _record_delivered(db: Database, message_ids: Sequence[int], at: datetime) -> None:
+    """Mark `message_ids` delivered, in one transaction (none when there are none)."""
+    if message_ids:
+        with db.transaction() as conn:
+            for message_id in message_ids:
+                store.mark_delivered(conn, message_id, at)
 
 
 class Worker:
@@ -112,8 +135,7 @@ class Worker:
             except Exception:
                 log.exception("worker pass failed; trying again")
                 busy = 0
-            if not busy:
-                self._wake.wait(self.poll_seconds)
+            self._wake.wait(BUSY_PAUSE_SECONDS if busy else self.poll_seconds)
 
     def start_thread(self) -> threading.Thread:
         self._thread = threading.Thread(target=self.run_forever, name="refund-worker", daemon=True)

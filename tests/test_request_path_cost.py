@@ -19,6 +19,7 @@ from sqlalchemy import event, update
 from refunds.db import is_read_only
 from refunds.tables import approvers
 from tests.conftest import run_worker
+from tests.fakes import FakeNotifier
 
 
 @dataclass
@@ -87,6 +88,17 @@ def test_listing_the_approval_queue_takes_no_write_transaction(
         response = client.get("/pending-refunds", headers=approver_headers)
     assert len(response.get_json()["pending"]) == 1
     assert cost.at_most(writes=0, reads=2, statements=3), cost
+
+
+def test_a_worker_pass_records_all_its_deliveries_in_one_transaction(
+    app: Flask, client: FlaskClient, intake_headers: dict[str, str], notifier: FakeNotifier
+) -> None:
+    for _ in range(5):
+        client.post("/refund-request", json={"charge_id": "ch_small", "amount": 100}, headers=intake_headers)
+    with counted(app) as cost:
+        assert app.extensions["refund_worker"].run_once() == 5
+    assert notifier.kinds() == ["auto_approved"] * 5
+    assert cost.writes == 2, cost  # claim the five messages; record the five deliveries
 
 
 def test_a_worker_pass_with_nothing_due_takes_no_write_transaction(
