@@ -4,12 +4,16 @@ SQLite: WAL, a busy timeout and `BEGIN IMMEDIATE` for every write transaction, b
 transaction that reads and then writes fails at once with "database is locked" when another
 connection wrote in between (waiting cannot help it, so the busy timeout is not applied).
 A transaction that only reads (`Database.read()`) starts with a plain `BEGIN`: in WAL mode it reads
-a snapshot and neither waits for nor blocks the writer.
+a snapshot and neither waits for nor blocks the writer. Write transactions on a SQLite file also queue
+on a lock file first (see `WriterQueue`), which hands the turn over the moment the writer before ends.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,17 +82,65 @@ def is_read_only(conn: Connection) -> bool:
     return bool(conn.get_execution_options().get(READ_ONLY))
 
 
+class WriterQueue:
+    """Lets one write transaction at a time, across this process's threads and every process, at a
+    SQLite file: an exclusive `flock` on `<database>-writer.lock`, taken before `BEGIN IMMEDIATE`.
+
+    SQLite makes a second writer wait too, but by sleeping and trying again (1, 2, 5, 10 ... 100 ms
+    between tries): two workers that collided lost milliseconds each time, and at 8 connections a
+    request spent over a third of its time there. The kernel wakes an flock waiter as soon as the
+    lock is released, and releases it when its holder dies. Anything else that writes to the file
+    (the sqlite3 shell, a migration) still meets SQLite's own busy timeout.
+    """
+
+    def __init__(self, database_path: str) -> None:
+        self.path = f"{database_path}-writer.lock"
+        self._threads = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """Wait for the turn to write; held until the block ends."""
+        with self._threads:
+            fd = self._file()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _file(self) -> int:
+        # A descriptor inherited across fork shares its lock with the parent: each process opens its own.
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+
 class Database:
     """Owns the engine. `transaction()` (to write) and `read()` are the only ways the service uses it."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+        self.writers = WriterQueue(os.path.abspath(path)) if path and path != ":memory:" else None
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One short transaction: committed when the block ends, rolled back if it raises."""
-        with self.engine.begin() as conn:
+        """One short transaction: committed when the block ends, rolled back if it raises. Do not open
+        another inside it: on SQLite the inner one would wait for the outer one for ever."""
+        if self.writers is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self.writers.turn(), self.engine.begin() as conn:
             yield conn
 
     @contextmanager
@@ -124,6 +176,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.writers is not None:
+            self.writers.close()
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
