@@ -239,6 +239,8 @@ outbox = Table(
     Column("dead_at", UTCDateTime),
 )
 Index("ix_outbox_due", outbox.c.delivered_at, outbox.c.next_attempt_at)
+# Finds a request's earlier undelivered messages when claiming (see store.claim_due_messages).
+Index("ix_outbox_request_id", outbox.c.request_id, outbox.c.id)
 
 approvers = Table(
     "approvers",
