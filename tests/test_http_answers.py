@@ -3,7 +3,9 @@ answer keeps the keys and values clients have always seen."""
 
 from __future__ import annotations
 
+import ast
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -140,3 +142,13 @@ def test_answers_are_built_from_typed_records_as_from_dicts() -> None:
     item = PendingRefund.model_validate(SimpleNamespace(**row)).model_dump(mode="json")
     assert item == PendingRefund.model_validate(row).model_dump(mode="json")
     assert (item["currency"], item["display"], "approval_link" in item) == ("usd", "150.00 USD", False)
+
+
+def test_no_view_module_touches_the_store_or_sql() -> None:
+    views = ("api.py", "approval_pages.py", "slack_interactions.py", "webhooks.py", "http_errors.py", "responses.py")
+    for name in views:
+        tree = ast.parse((Path(__file__).parent.parent / "refunds" / name).read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                    for alias in node.names} | {node.module or "" for node in ast.walk(tree)
+                                                if isinstance(node, ast.ImportFrom)}
+        assert not imported & {"store", "sqlalchemy", "db"}, name
