@@ -89,6 +89,9 @@ def _response_schemas() -> dict[str, Any]:
                                 ref_template=REF_TEMPLATE, schema_generator=_Untitled)
     schemas: dict[str, Any] = top["$defs"]
     assert all(model.__name__ in schemas for model in RESPONSE_MODELS), "a response model was renamed"
+    for schema in schemas.values():
+        for name in schema.get("required", ()):  # always in the answer: a default would say nothing
+            schema["properties"][name].pop("default", None)
     return {name: _plain_optionals(schema) for name, schema in schemas.items()}
 
 

@@ -45,7 +45,7 @@ __all__ = [
     "RequestError",
     "RequestStatus",
     "Revoked",
-    "StripeRefund",
+    "StripeRefundEntry",
     "WebhookReceipt",
     "respond",
 ]
@@ -217,7 +217,7 @@ class Approval(Answer):
                    note=_field(pending, "decision_note"), approvals=approvals)
 
 
-class StripeRefund(Answer):
+class StripeRefundEntry(Answer):
     refund_id: str
     status: str = Field(description="Stripe's refund status.")
     amount: Amount
@@ -262,7 +262,7 @@ class RefundHistory(Answer):
     resolved_at: Timestamp | None
     approval: Approval | None = Field(description="The approval queue entry; null for refunds that were "
                                                   "auto-approved.")
-    refunds: list[StripeRefund]
+    refunds: list[StripeRefundEntry]
     history: list[HistoryEntry]
 
     @computed_field(  # type: ignore[prop-decorator]
