@@ -1,4 +1,8 @@
-"""HTTP handlers: authenticate, validate, call the service, translate the outcome to JSON."""
+"""HTTP handlers: authenticate, parse, call one use case, answer with one response model (`responses`).
+
+Nothing here builds JSON or an error by hand: parsing raises InvalidRequest (or InvalidJson,
+UnsupportedMediaType), refusals raise, and `http_errors` turns every exception into the one error shape.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +16,30 @@ from pydantic import BaseModel, ValidationError
 
 from . import approvers
 from .approval_links import ApprovalLinks
-from .errors import Forbidden, InvalidRequest
-from .http_errors import domain_error_response, error_response
+from .errors import ApproverNotFound, Forbidden, InvalidRequest, RequestNotFound
+from .http_errors import HttpRefusal, error_answer
 from .intake_auth import WEBHOOK_KEY_PREFIX, IntakeAuth, IntakeCaller
 from .json_body import parse_object
 from .limits import APPROVER_NAME, APPROVER_NAME_PATTERN, IDEMPOTENCY_KEY
-from .money import Money
 from .openapi import openapi_document
 from .pagination import decode_cursor, encode_cursor, page_limit
+from .responses import (
+    Approved,
+    Approver,
+    ApproverList,
+    AutoApproved,
+    AwaitingSecondApproval,
+    Health,
+    NewApprover,
+    PendingPage,
+    PendingRefund,
+    Processing,
+    Queued,
+    RefundHistory,
+    Rejected,
+    Revoked,
+    respond,
+)
 from .schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     MAX_ID,
@@ -30,7 +50,8 @@ from .schemas import (
     describe,
 )
 from .service import Actor, Outcome, RefundCommand, RefundService
-from .tables import iso_utc
+
+__all__ = ["approver_auth", "bp", "intake_auth"]
 
 bp = Blueprint("refunds", __name__)
 
@@ -58,9 +79,10 @@ def intake_auth(view: Handler) -> Handler:
         # The signature covers these exact bytes; cached, so that the view parses the same ones.
         caller = authenticator.authenticate(request.headers, request.get_data(cache=True))
         if caller is None:
-            return error_response("unauthorized", "Send the intake token as 'Authorization: Bearer <INTAKE_TOKEN>', "
-                                                  "or sign the request with INTAKE_SIGNING_SECRET (Standard Webhooks: "
-                                                  "webhook-id, webhook-timestamp within 5 minutes, webhook-signature).")
+            raise HttpRefusal("unauthorized", "Send the intake token as 'Authorization: Bearer <INTAKE_TOKEN>', or "
+                                              "sign the request with INTAKE_SIGNING_SECRET (Standard Webhooks: "
+                                              "webhook-id, webhook-timestamp within 5 minutes, webhook-signature).",
+                              401)
         g.intake = caller
         return view(*args, **kwargs)
 
@@ -73,7 +95,7 @@ def approver_auth(view: Handler) -> Handler:
         token = _bearer()
         approver = approvers.authenticate(_service().db, token) if token else None
         if approver is None:
-            return error_response("unauthorized", "Send a valid approver token as 'Authorization: Bearer <token>'.")
+            raise HttpRefusal("unauthorized", "Send a valid approver token as 'Authorization: Bearer <token>'.", 401)
         g.approver = approver.name
         g.approver_record = approver
         return view(*args, **kwargs)
@@ -126,79 +148,75 @@ def _fits_idempotency_key(key: str) -> bool:
     return len(key) <= IDEMPOTENCY_KEY and re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key) is not None
 
 
-def _answer(outcome: Outcome, success: dict[str, Any], status: int) -> tuple[Response, int]:
-    if outcome.status == "failed":
-        assert outcome.error is not None
-        return domain_error_response(outcome.error, request_id=outcome.request_id)
+def _unfinished(outcome: Outcome) -> Response:
+    """The answer to an outcome neither refunded nor queued: 202 `processing` while Stripe is retried, else
+    (failed) the error, naming the request."""
     if outcome.status == "processing":
-        return jsonify({"status": "processing", "request_id": outcome.request_id}), 202
-    return jsonify(success), status
+        return respond(Processing.of(outcome), 202)
+    assert outcome.status == "failed" and outcome.error is not None
+    return error_answer(outcome.error.code, outcome.error.message, request_id=outcome.request_id)
 
 
 @bp.post("/refund-request")
 @intake_auth
-def refund_request() -> Any:
+def refund_request() -> Response:
     body = _parse(RefundRequestBody)
     key = _intake_idempotency_key(g.intake)
     outcome = _service().request_refund(RefundCommand(**body.model_dump()), idempotency_key=key,
                                         channel="signed" if g.intake.channel == "signed" else "api")
     if outcome.status == "pending_approval":
-        return jsonify({"status": "pending_approval", "pending_id": outcome.pending_id,
-                        "request_id": outcome.request_id}), 202
-    return _answer(outcome, {"status": "auto_approved", "refund_id": outcome.refund_id,
-                             "request_id": outcome.request_id}, 200)
+        return respond(Queued.of(outcome), 202)
+    if outcome.status == "auto_approved":
+        return respond(AutoApproved.of(outcome))
+    return _unfinished(outcome)
 
 
 @bp.post("/approve-refund")
 @approver_auth
-def approve_refund() -> Any:
+def approve_refund() -> Response:
     body = _parse(ApproveBody)
     outcome = _service().approve(body.pending_id, Actor(g.approver, "api"))
     if outcome.status == "awaiting_second_approval":
-        return jsonify({"status": "awaiting_second_approval", "request_id": outcome.request_id,
-                        "pending_id": outcome.pending_id, "approved_by": g.approver}), 202
-    return _answer(outcome, {"status": "approved", "refund_id": outcome.refund_id,
-                             "request_id": outcome.request_id, "approved_by": g.approver}, 200)
+        return respond(AwaitingSecondApproval.of(outcome, approved_by=g.approver), 202)
+    if outcome.status == "approved":
+        return respond(Approved.of(outcome, approved_by=g.approver))
+    return _unfinished(outcome)
 
 
 @bp.post("/reject-refund")
 @approver_auth
-def reject_refund() -> Any:
+def reject_refund() -> Response:
     body = _parse(RejectBody)
     outcome = _service().reject(body.pending_id, Actor(g.approver, "api"), body.note)
-    return jsonify({"status": "rejected", "request_id": outcome.request_id, "rejected_by": g.approver}), 200
+    return respond(Rejected.of(outcome, rejected_by=g.approver))
 
 
 @bp.get("/pending-refunds")
 @approver_auth
-def pending_refunds() -> Any:
+def pending_refunds() -> Response:
     limit = page_limit(request.args.get("limit"))
     rows, total = _service().pending(limit + 1, decode_cursor(request.args.get("cursor")))
     more, rows = len(rows) > limit, rows[:limit]  # one more than asked tells whether a next page exists
-    following = url_for(".pending_refunds", limit=limit,
-                        cursor=encode_cursor(rows[-1]["pending_id"])) if more else None
+    items = [PendingRefund.model_validate(row) for row in rows]
+    following = url_for(".pending_refunds", limit=limit, cursor=encode_cursor(items[-1].pending_id)) if more else None
     links: ApprovalLinks | None = current_app.extensions.get("approval_links")
-    items = []
-    for row in rows:
-        money = Money(row.pop("amount"), row.pop("currency"))
-        item = {**row, **money.as_json(), "requested_at": _iso(row["requested_at"])}
-        if links is not None:  # the caller's own one-click link, bound to them and this amount
-            item["approval_link"] = links.url(row["pending_id"], g.approver, money.amount, money.currency,
-                                              credential=g.approver_record.token_hash)
-        items.append(item)
-    return jsonify({"pending": items, "count": total, "next": following})
+    if links is not None:  # the caller's own one-click link, bound to them and this amount
+        items = [item.model_copy(update={"approval_link": links.url(
+            item.pending_id, g.approver, item.amount, item.currency, credential=g.approver_record.token_hash,
+        )}) for item in items]
+    return respond(PendingPage(pending=items, count=total, next=following))
 
 
 @bp.get("/approvers")
 @approver_auth
-def list_approvers() -> Any:
+def list_approvers() -> Response:
     _admin_only()
-    return jsonify({"approvers": [a.as_json() for a in approvers.list_all(_service().db)]})
+    return respond(ApproverList(approvers=[Approver.of(a) for a in approvers.list_all(_service().db)]))
 
 
 @bp.post("/approvers")
 @approver_auth
-def add_approver() -> Any:
+def add_approver() -> Response:
     _admin_only()
     body = _parse(NewApproverBody)
     try:
@@ -206,21 +224,21 @@ def add_approver() -> Any:
         token = approvers.add(_service().db, body.name, _service().clock(), role=body.role,
                               approval_limit=body.approval_limit, slack_user_id=body.slack_user_id, emails=emails)
     except ValueError as exc:  # an address that is not one once normalised (a full-width at sign, say)
-        return error_response("invalid_request", str(exc))
+        raise InvalidRequest(str(exc)) from None
     current_app.logger.info("approver %s added by %s", body.name, g.approver)
-    return jsonify({"name": body.name, "role": body.role, "approval_limit": body.approval_limit,
-                    "slack_user_id": body.slack_user_id, "emails": emails, "token": token}), 201
+    return respond(NewApprover(name=body.name, role=body.role, approval_limit=body.approval_limit,
+                               slack_user_id=body.slack_user_id, emails=emails, token=token), 201)
 
 
 @bp.delete("/approvers/<name>")
 @approver_auth
-def revoke_approver(name: str) -> Any:
+def revoke_approver(name: str) -> Response:
     _admin_only()
     if not re.fullmatch(APPROVER_NAME_PATTERN, name):  # same rule as POST /approvers; no NUL reaches SQL
-        return error_response("approver_not_found", f"No active approver named {name[:APPROVER_NAME]!r}.")
+        raise ApproverNotFound(f"No active approver named {name[:APPROVER_NAME]!r}.")
     approvers.revoke(_service().db, name, _service().clock())
     current_app.logger.info("approver %s revoked by %s", name, g.approver)
-    return jsonify({"name": name, "revoked": True})
+    return respond(Revoked(name=name))
 
 
 def _admin_only() -> None:
@@ -230,70 +248,19 @@ def _admin_only() -> None:
 
 @bp.get("/refunds/<int:request_id>")
 @approver_auth
-def refund_history(request_id: int) -> Any:
+def refund_history(request_id: int) -> Response:
     if request_id > MAX_ID:  # no such id can exist, and the database cannot even compare it
-        return error_response("not_found", f"No refund request with id {request_id}.")
-    found = _service().history(request_id)
-    req = found["request"]
-    body = {
-        "request_id": req["id"],
-        "status": req["status"],
-        "decision": req["decision"],
-        "policy_explanation": req["policy_explanation"],
-        "charge_id": req["charge_id"],
-        "payment_intent_id": req["payment_intent_id"],
-        **_money_or_nulls(req["amount"], req["currency"]),
-        "reason": req["reason"],
-        "product": req["product"],
-        "customer_email": req["customer_email"],
-        "ticket_id": req["ticket_id"],
-        "note": req["note"],
-        "stripe_refund_id": req["stripe_refund_id"],
-        "error": {"code": req["error_code"], "message": req["error_message"]} if req["error_code"] else None,
-        "created_at": _iso(req["created_at"]),
-        "resolved_at": _iso(req["resolved_at"]),
-        "approval": _approval(found["pending"], found["approvals"]),
-        "refunds": [
-            {"refund_id": r["refund_id"], "status": r["status"], **Money(r["amount"], r["currency"]).as_json(),
-             "processed_at": _iso(r["processed_at"])}
-            for r in found["refunds"]
-        ],
-        "history": [
-            {"at": _iso(h["at"]), "action": h["action"], "actor": h["actor"], "channel": h["channel"],
-             "detail": h["detail"]}
-            for h in found["history"]
-        ],
-    }
-    return jsonify(body)
-
-
-def _money_or_nulls(amount: int | None, currency: str | None) -> dict[str, object]:
-    """Amount, currency and display; null until the charge was read from Stripe (received, or failed before)."""
-    if amount is None or currency is None:
-        return {"amount": None, "currency": None, "display": None}
-    return Money(amount, currency).as_json()
-
-
-def _approval(pending: dict[str, Any] | None, approvals: list[dict[str, Any]]) -> dict[str, Any] | None:
-    if pending is None:
-        return None
-    return {"pending_id": pending["id"], "status": pending["status"], "decided_by": pending["decided_by"],
-            "decided_at": _iso(pending["decided_at"]), "note": pending["decision_note"],
-            "approvals": [{"approver": a["approver"], "channel": a["channel"], "at": _iso(a["at"])}
-                          for a in approvals]}
-
-
-def _iso(value: Any) -> str | None:
-    return iso_utc(value) if value is not None else None
+        raise RequestNotFound(f"No refund request with id {request_id}.")
+    return respond(RefundHistory.of(_service().history(request_id)))
 
 
 @bp.get("/healthz")
-def healthz() -> Any:
-    if _service().db.ping():
-        return jsonify({"status": "ok"})
-    return error_response("database_unavailable", "The database does not answer.", 503)
+def healthz() -> Response:
+    if not _service().db.ping():
+        raise HttpRefusal("database_unavailable", "The database does not answer.", 503)
+    return respond(Health())
 
 
 @bp.get("/openapi.json")
-def openapi() -> Any:
+def openapi() -> Response:
     return jsonify(openapi_document())

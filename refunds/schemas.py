@@ -24,6 +24,29 @@ from . import limits
 from .errors import InvalidEvent
 from .identity import unambiguous
 
+__all__ = [
+    "CURRENCY_PATTERN",
+    "EMAIL_PATTERN",
+    "IDEMPOTENCY_KEY_MAX_LENGTH",
+    "IDEMPOTENCY_KEY_PATTERN",
+    "LINE_PATTERN",
+    "MAX_AMOUNT",
+    "MAX_ID",
+    "MAX_TIMESTAMP",
+    "PATTERN_MEANINGS",
+    "REASONS",
+    "TEXT_PATTERN",
+    "UNAMBIGUOUS_FORMAT",
+    "ApproveBody",
+    "NewApproverBody",
+    "RefundRequestBody",
+    "RejectBody",
+    "StripeEvent",
+    "StripeRefund",
+    "describe",
+    "parse_stripe_event",
+]
+
 REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 MAX_ID = 2**31 - 1  # ids are 32-bit integer columns
 MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime can hold

@@ -23,7 +23,7 @@ from slack_sdk.signature import SignatureVerifier
 from . import json_body, limits, slack_clicks
 from .config import Settings
 from .errors import InvalidJson
-from .http_errors import error_response
+from .http_errors import HttpRefusal
 from .notifier import APPROVE_ACTION, REASON_ACTION, REJECT_ACTION
 from .schemas import MAX_ID
 from .service import RefundService
@@ -42,25 +42,24 @@ PENDING_ID = re.compile(r"[0-9]{1,10}")
 MAX_REASON_LENGTH = limits.NOTE  # as the API's rejection note
 
 
-class BadPayload(Exception):
-    """A correctly signed body that is not a Slack interaction we can read."""
+class BadPayload(HttpRefusal):
+    """A correctly signed body that is not a Slack interaction we can read: `400 invalid_payload`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_payload", message, 400)
 
 
 @bp.post("/slack/interactions")
-def slack_interactions() -> Any:
+def slack_interactions() -> Response:
     settings: Settings = current_app.config["SETTINGS"]
     if not settings.slack_signing_secret:
-        return error_response("slack_not_configured",
-                              "Set SLACK_SIGNING_SECRET to receive Slack button clicks.", 503)
+        raise HttpRefusal("slack_not_configured", "Set SLACK_SIGNING_SECRET to receive Slack button clicks.", 503)
     body = request.get_data(cache=False)
     if not signed_by_slack(settings.slack_signing_secret, body, request.headers.get("X-Slack-Request-Timestamp"),
                            request.headers.get("X-Slack-Signature")):
-        return error_response("invalid_signature", "X-Slack-Signature and X-Slack-Request-Timestamp do not "
-                                                   "verify this body (or it is older than 5 minutes).", 401)
-    try:
-        click = read_click(body)
-    except BadPayload as exc:
-        return error_response("invalid_payload", str(exc), 400)
+        raise HttpRefusal("invalid_signature", "X-Slack-Signature and X-Slack-Request-Timestamp do not verify this "
+                                               "body (or it is older than 5 minutes).", 401)
+    click = read_click(body)  # raises BadPayload: a 400
     if click is not None:
         _record(click, settings)
     return Response(status=200)
