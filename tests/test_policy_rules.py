@@ -179,7 +179,8 @@ def test_charge_share_reviews_most_of_a_large_charge_but_not_a_small_partial() -
     assert (full.action, full.rule) == (REVIEW, "charge_share")
     assert full.explanation == ("manual review: 300.00 USD is 100% of charge ch_1 of 300.00 USD; review over 50% "
                                 "of charges over 200.00 USD")
-    assert dict(full.compared) == {"refund": 30000, "charge": 30000, "percent": 50, "min_charge": 20000}
+    assert dict(full.compared) == {"refund": 30000, "charge": 30000, "currency": "usd", "percent": 50,
+                                     "min_charge": 20000}
     assert decide(facts(15000, charge_amount=30000), share).action is AUTO  # exactly half
     assert decide(facts(15001, charge_amount=30000), share).rule == "charge_share"
     assert decide(facts(20000, charge_amount=20000), share).action is AUTO  # the charge is not over 200.00

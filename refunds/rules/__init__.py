@@ -13,13 +13,13 @@ No Flask, no SQL, no Stripe, no clock: the service gathers `Facts` and asks. The
 from .approval import ApproverFacts, approvals_required, may_approve
 from .checks import Finding
 from .engine import PRECEDENCE, Decision, decide
-from .facts import ChargeFacts, Facts, Recent, customer_identity, facts_as_json, facts_from_json
+from .facts import LAST_DAY, LAST_HOUR, ChargeFacts, Facts, Recent, customer_identity, facts_as_json, facts_from_json
 from .intake import check_reason, refundable_amount, stripe_reason
 from .loading import DEFAULT_SOURCE, PolicyConfig, PolicyError, default_policy, load_policy, parse_policy
 
 __all__ = [
-    "DEFAULT_SOURCE", "PRECEDENCE", "ApproverFacts", "ChargeFacts", "Decision", "Facts", "Finding", "PolicyConfig",
-    "PolicyError", "Recent", "approvals_required", "check_reason", "customer_identity", "decide", "default_policy",
-    "facts_as_json", "facts_from_json", "load_policy", "may_approve", "parse_policy", "refundable_amount",
-    "stripe_reason",
+    "DEFAULT_SOURCE", "LAST_DAY", "LAST_HOUR", "PRECEDENCE", "ApproverFacts", "ChargeFacts", "Decision", "Facts",
+    "Finding", "PolicyConfig", "PolicyError", "Recent", "approvals_required", "check_reason", "customer_identity",
+    "decide", "default_policy", "facts_as_json", "facts_from_json", "load_policy", "may_approve", "parse_policy",
+    "refundable_amount", "stripe_reason",
 ]

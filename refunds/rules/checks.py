@@ -120,7 +120,8 @@ def charge_share(spec: PolicySpec, facts: Facts) -> Finding | None:
     over = f" of charges over {Money(floor, charge.currency)}" if floor is not None else ""
     return _found("charge_share", "review", f"{refund} is {share}% of charge {charge.charge_id} of "
                   f"{Money(charge.amount, charge.currency)}; review over {rule.review_over_percent}%{over}",
-                  refund=refund.amount, charge=charge.amount, percent=rule.review_over_percent, min_charge=floor)
+                  refund=refund.amount, charge=charge.amount, currency=charge.currency,
+                  percent=rule.review_over_percent, min_charge=floor)
 
 
 def applicable_threshold(spec: PolicySpec, facts: Facts) -> tuple[int, str] | None:

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
 from ..identity import normalise
 from ..money import Money
 
-__all__ = ["ChargeFacts", "Facts", "Recent", "customer_identity", "facts_as_json", "facts_from_json"]
+__all__ = ["LAST_DAY", "LAST_HOUR", "ChargeFacts", "Facts", "Recent", "customer_identity", "facts_as_json",
+           "facts_from_json"]
+
+# The circuit breaker's windows: `Facts.auto_approved_last_hour` and `_last_day` cover these, ending at `now`.
+LAST_HOUR = timedelta(hours=1)
+LAST_DAY = timedelta(hours=24)
 
 
 def _aware(value: datetime, name: str) -> None:
@@ -26,7 +31,7 @@ def _aware(value: datetime, name: str) -> None:
 
 @dataclass(frozen=True)
 class Recent:
-    """Refunds in some window: how many, and how much per currency (minor units)."""
+    """Refunds in some window: how many in every currency together, and how much per currency (minor units)."""
 
     count: int = 0
     amounts: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
@@ -71,8 +76,9 @@ class Facts:
     - `customer`: see `customer_identity`; None when the charge names no customer at all.
     - `customer_recent`: that customer's other refund requests within the policy's
       `customer_window` (requests not refused or rejected, this one excluded).
-    - `auto_approved_last_hour` / `_last_day`: refunds the whole store auto-approved in the hour
-      and the day before `now`, this one excluded.
+    - `auto_approved_last_hour` / `_last_day`: refunds the whole store auto-approved in the
+      `LAST_HOUR` and `LAST_DAY` before `now`, this one excluded (needed when
+      `PolicyConfig.needs_store_totals`).
     - `now`: when the decision is made, timezone-aware.
     """
 
