@@ -65,7 +65,9 @@ def error_for(text: str) -> str:
     (MINIMAL + "[circuit_breaker.week]\nmax_count = 5\n",
      "policy.toml: circuit_breaker.week: is not a known key (a misspelling?)"),
     (MINIMAL + "[circuit_breaker.hour]\nmax_amount = { eur = 100 }\n",
-     "policy.toml: circuit_breaker.hour.max_amount: has no limit for usd, which [thresholds] auto-approves"),
+     "policy.toml: circuit_breaker.hour.max_amount: has no limit for usd, which the policy auto-approves"),
+    (MINIMAL + "[circuit_breaker.day]\nmax_amount = { usd = 100 }\n[products.ebook]\nauto_approve = { gbp = 500 }\n",
+     "policy.toml: circuit_breaker.day.max_amount: has no limit for gbp, which the policy auto-approves"),
     (MINIMAL + "[reasons.damaged]\n",
      "policy.toml: reasons.damaged.stripe_reason: is required for a reason that is not one of Stripe's "
      "(duplicate, fraudulent, requested_by_customer)"),

@@ -166,11 +166,13 @@ class PolicySpec(_Strict):
                 raise PydanticCustomError("stripe_reason", "reasons.{name}.stripe_reason: is required for a reason "
                                           "that is not one of Stripe's ({known})",
                                           {"name": name, "known": ", ".join(STRIPE_REASONS)})
+        # A breaker with amount limits must limit every currency something auto-approves.
+        automatic = set(self.thresholds).union(*(p.auto_approve for p in self.products.values()))
         for label, window in (("hour", self.circuit_breaker and self.circuit_breaker.hour),
                               ("day", self.circuit_breaker and self.circuit_breaker.day)):
-            missing = sorted(set(self.thresholds) - set(window.max_amount)) if window and window.max_amount else []
+            missing = sorted(automatic - set(window.max_amount)) if window and window.max_amount else []
             if missing:
                 raise PydanticCustomError("breaker", "circuit_breaker.{label}.max_amount: has no limit for {missing}, "
-                                          "which [thresholds] auto-approves", {"label": label,
-                                                                              "missing": ", ".join(missing)})
+                                          "which the policy auto-approves", {"label": label,
+                                                                             "missing": ", ".join(missing)})
         return self
