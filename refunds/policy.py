@@ -1,7 +1,9 @@
 """The refund decision: a pure function of plain data, with its explanation.
 
-No Flask, no SQL, no Stripe here. Later rules (per currency, velocity, disputes,
-products) are added as more checks inside `decide`, each contributing to the explanation.
+No Flask, no SQL, no Stripe here. This is the article's single threshold, applied to every
+currency alike; `refunds.rules` is the policy of issue 9 (a policy file, thresholds per currency,
+velocity, circuit breaker, disputes, reasons, products) that replaces `decide` once the service
+gathers its facts. Both share `Action`.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from .money import Money
 
 
 class Action(StrEnum):
+    """What happens to a request: it executes alone, waits for people, or is refused (`refunds.rules` only)."""
+
     AUTO_APPROVE = "auto_approve"
     NEEDS_APPROVAL = "needs_approval"
+    REFUSE = "refuse"
 
 
 @dataclass(frozen=True)
