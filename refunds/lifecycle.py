@@ -11,12 +11,14 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, select
 
 from . import store
 from .db import Database
 from .errors import EventTooEarly, RefundError
+from .records import LogEntry
 from .service import Clock, utcnow
+from .states import RequestStatus
 from .stripe_gateway import RefundGateway, RefundInfo
 from .tables import refund_requests
 
@@ -97,7 +99,7 @@ class RefundLifecycle:
         log.info("refund %s is now %s", refund.refund_id, refund.status)
         return "applied"
 
-    def _failed(self, conn: Connection, row: Row[Any], refund: RefundInfo, now: datetime) -> None:
+    def _failed(self, conn: Connection, row: LogEntry, refund: RefundInfo, now: datetime) -> None:
         """A refund we logged failed or was canceled: the money was not returned. Say so everywhere."""
         facts: dict[str, Any] = {
             "request_id": row.request_id, "charge_id": row.charge_id, "amount": row.amount,
@@ -108,7 +110,8 @@ class RefundLifecycle:
         }
         if row.request_id is not None:
             store.unrefund(conn, row.charge_id, row.amount, now)
-            store.update_request(conn, row.request_id, status="failed", error_code=f"refund_{refund.status}",
+            store.update_request(conn, row.request_id, expect_status=RequestStatus.SUCCEEDED, status="failed",
+                                 error_code=f"refund_{refund.status}",
                                  error_message=facts["error_message"], updated_at=now)
         store.enqueue(conn, request_id=row.request_id, kind="failed", at=now, payload=facts)
 

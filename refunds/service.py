@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from . import approvers, identity, store
@@ -40,6 +40,8 @@ from .errors import (
 )
 from .money import Money
 from .policy import Action, Policy, decide
+from .records import PendingRefund, RefundRequest
+from .states import IN_FLIGHT, PendingStatus, RequestStatus
 from .stripe_gateway import ChargeInfo, RefundGateway, RefundInfo, RefundParams
 
 log = logging.getLogger(__name__)
@@ -187,10 +189,7 @@ class RefundService:
             # Derived from our own request id and stored before any Stripe call: every retry,
             # restart or worker sends this same key. The suffix keeps two databases (staging
             # and production on one Stripe account) from ever sharing a key.
-            store.update_request(
-                conn, request_id,
-                stripe_idempotency_key=f"refund-request-{request_id}-{secrets.token_hex(6)}",
-            )
+            store.set_stripe_key(conn, request_id, f"refund-request-{request_id}-{secrets.token_hex(6)}")
             store.add_audit(conn, request_id, at=now, action="requested",
                             actor=command.requested_by or INTAKE.name, channel=channel)
         return request_id
@@ -209,7 +208,7 @@ class RefundService:
         if row is not None and row.status == "executing":
             self._execute(row)
 
-    def _assess(self, row: Row[Any]) -> None:
+    def _assess(self, row: RefundRequest) -> None:
         """Read the charge, check what Stripe would refuse, apply the policy, reserve the money."""
         try:
             charge = self.gateway.get_charge(charge_id=row.charge_id if not row.payment_intent_id else None,
@@ -219,7 +218,7 @@ class RefundService:
             self._retry_later(row, exc)
             return
         except RefundError as exc:
-            self._fail(row, exc, expect_status="received")
+            self._fail(row, exc, expect_status=RequestStatus.RECEIVED)
             return
         refund = Money(amount, charge.currency)
         decision = decide(refund, self.policy)
@@ -239,14 +238,14 @@ class RefundService:
         except _LostLease:
             return  # another worker assessed it meanwhile; our transaction was rolled back
         if exceeded is not None:
-            self._fail(row, exceeded, expect_status="received")
+            self._fail(row, exceeded, expect_status=RequestStatus.RECEIVED)
 
-    def _route(self, conn: Connection, row: Row[Any], charge: ChargeInfo, refund: Money, action: Action,
+    def _route(self, conn: Connection, row: RefundRequest, charge: ChargeInfo, refund: Money, action: Action,
                explanation: str, now: datetime) -> None:
         """Move a received request to executing (money reserved) or to the approval queue."""
         auto = action is Action.AUTO_APPROVE
         if not store.update_request(
-            conn, row.id, expect_status="received",
+            conn, row.id, expect_status=RequestStatus.RECEIVED,
             charge_id=charge.charge_id, amount=refund.amount, currency=refund.currency,
             decision=action.value, policy_explanation=explanation,
             status="executing" if auto else "pending_approval",
@@ -288,7 +287,7 @@ class RefundService:
             # Its lease ran out: whoever held it died. Take it over rather than wait for the worker. The
             # snapshot only says whether to try: the claim is a guarded UPDATE that checks the lease again.
             now = self.clock()
-            orphaned = row.status in store.IN_FLIGHT and row.next_attempt_at is not None \
+            orphaned = row.status in IN_FLIGHT and row.next_attempt_at is not None \
                 and row.next_attempt_at <= now and self._claim(row.id, now)
             if orphaned:
                 self.advance(row.id)
@@ -301,7 +300,7 @@ class RefundService:
         with self.db.transaction() as conn:
             return store.claim_request(conn, request_id, now, self.execution_lease)
 
-    def _intake_outcome(self, conn: Connection, row: Row[Any]) -> Outcome:
+    def _intake_outcome(self, conn: Connection, row: RefundRequest) -> Outcome:
         """The intake's answer for a stored request: the first answer, or where it got to since."""
         if row.decision == Action.NEEDS_APPROVAL.value:
             pending = store.get_pending_for_request(conn, row.id)
@@ -341,14 +340,15 @@ class RefundService:
                 store.enqueue(conn, request_id=request.id, kind="needs_second_approval", at=now,
                               payload=_message(request, pending_id=pending_id, actor=actor.name))
                 return Outcome("awaiting_second_approval", pending.request_id, pending_id=pending_id)
-            store.decide_pending(conn, pending_id, status="approved", decided_by=", ".join(names), at=now, note=None)
+            store.decide_pending(conn, pending_id, status=PendingStatus.APPROVED, decided_by=", ".join(names),
+                                 at=now, note=None)
             if not store.reserve(conn, pending.charge_id, pending.amount, now):
                 # Rolls the approval back: the request stays pending, nothing reaches Stripe.
                 raise ExceedsRefundable(
                     f"{Money(pending.amount, pending.currency)} no longer fits in what remains refundable on"
                     f" charge {pending.charge_id}; reject this request or wait for refunds in progress."
                 )
-            store.update_request(conn, pending.request_id, expect_status="pending_approval",
+            store.update_request(conn, pending.request_id, expect_status=RequestStatus.PENDING_APPROVAL,
                                  status="executing", execution_started_at=now,
                                  next_attempt_at=now + self.execution_lease, updated_at=now)
             executing = store.get_request(conn, pending.request_id)
@@ -362,7 +362,7 @@ class RefundService:
         """Two different approvers above the two-person threshold, else one."""
         return 2 if self.two_person_threshold is not None and amount > self.two_person_threshold else 1
 
-    def _open_pending(self, conn: Connection, pending_id: int) -> Row[Any]:
+    def _open_pending(self, conn: Connection, pending_id: int) -> PendingRefund:
         pending = store.lock_pending(conn, pending_id)
         if pending is None:
             raise RequestNotFound(f"No pending refund with id {pending_id}.")
@@ -371,7 +371,7 @@ class RefundService:
             raise NotPending(f"Pending refund {pending_id} is already {pending.status}{by}.", status=pending.status)
         return pending
 
-    def _may_approve(self, conn: Connection, actor: Actor, request: Row[Any], pending: Row[Any],
+    def _may_approve(self, conn: Connection, actor: Actor, request: RefundRequest, pending: PendingRefund,
                      credential: CredentialCheck | None) -> None:
         approver = approvers.active_in(conn, actor.name)
         if approver is None:
@@ -401,8 +401,9 @@ class RefundService:
                 raise NotAnApprover(f"{actor.name} is not an active approver.")
             if credential is not None and not credential(approver.token_hash):
                 raise LinkInvalid(CREDENTIAL_CHANGED)
-            store.decide_pending(conn, pending_id, status="rejected", decided_by=actor.name, at=now, note=note)
-            store.update_request(conn, pending.request_id, expect_status="pending_approval",
+            store.decide_pending(conn, pending_id, status=PendingStatus.REJECTED, decided_by=actor.name, at=now,
+                                 note=note)
+            store.update_request(conn, pending.request_id, expect_status=RequestStatus.PENDING_APPROVAL,
                                  status="rejected", resolved_at=now, updated_at=now)
             store.add_audit(conn, pending.request_id, at=now, action="rejected", actor=actor.name,
                             channel=actor.channel, detail=note)
@@ -428,10 +429,10 @@ class RefundService:
         with self.db.transaction() as conn:
             if expire_after is not None:
                 for pending in store.stale_pending(conn, now - expire_after, escalated=None, limit=limit):
-                    if not store.decide_pending(conn, pending.id, status="expired", decided_by="worker", at=now,
-                                                note=f"no decision within {expire_after}"):
+                    if not store.decide_pending(conn, pending.id, status=PendingStatus.EXPIRED, decided_by="worker",
+                                                at=now, note=f"no decision within {expire_after}"):
                         continue
-                    store.update_request(conn, pending.request_id, expect_status="pending_approval",
+                    store.update_request(conn, pending.request_id, expect_status=RequestStatus.PENDING_APPROVAL,
                                          status="expired", resolved_at=now, updated_at=now)
                     store.add_audit(conn, pending.request_id, at=now, action="expired", actor="worker",
                                     channel="worker", detail=f"pending longer than {expire_after}")
@@ -466,16 +467,17 @@ class RefundService:
             raise RequestNotFound(f"Refund request {request_id} is not executing.")
         return self._execute(row)
 
-    def _execute(self, row: Row[Any]) -> Outcome:
+    def _execute(self, row: RefundRequest) -> Outcome:
         """`execute` for request `row` as just read (raises RequestNotFound unless it is `executing`)."""
         if row.status != "executing":
             raise RequestNotFound(f"Refund request {row.id} is not executing.")
+        planned = row.planned()
         params = RefundParams(
-            charge_id=row.charge_id,
+            charge_id=planned.charge_id,
             payment_intent_id=row.payment_intent_id,
-            amount=row.amount,
+            amount=planned.amount,
             reason=row.reason,
-            idempotency_key=row.stripe_idempotency_key,
+            idempotency_key=planned.idempotency_key,
             metadata=_stripe_metadata(row),
         )
         try:
@@ -483,7 +485,7 @@ class RefundService:
         except (StripeUnavailable, StripeMisconfigured) as exc:
             return self._retry_later(row, exc)
         except RefundError as exc:
-            return self._fail(row, exc, expect_status="executing")
+            return self._fail(row, exc, expect_status=RequestStatus.EXECUTING)
         now = self.clock()
         # Stripe accepted the call but the refund itself is already failed or canceled: the
         # money did not go back, so the request must not say it did.
@@ -491,7 +493,7 @@ class RefundService:
                              + (f": {refund.failure_reason}" if refund.failure_reason else "."),
                              code=f"refund_{refund.status}") if refund.status in ("failed", "canceled") else None
         with self.db.transaction() as conn:
-            if not store.update_request(conn, row.id, expect_status="executing",
+            if not store.update_request(conn, row.id, expect_status=RequestStatus.EXECUTING,
                                         status="failed" if failed else "succeeded",
                                         stripe_refund_id=refund.refund_id, resolved_at=now,
                                         updated_at=now, next_attempt_at=None,
@@ -501,7 +503,7 @@ class RefundService:
                 current = store.get_request(conn, row.id)
                 assert current is not None
                 return _execution_outcome(current, success="succeeded")
-            store.release(conn, row.charge_id, row.amount, now, refunded=failed is None)
+            store.release(conn, planned.charge_id, planned.amount, now, refunded=failed is None)
             # Only a request that needed approval has a queue entry (and an approver) to look up.
             pending = None if row.decision == Action.AUTO_APPROVE.value else store.get_pending_for_request(conn, row.id)
             approver = pending.decided_by if pending is not None else None
@@ -534,7 +536,7 @@ class RefundService:
             return Outcome("failed", row.id, refund_id=refund.refund_id, error=failed)
         return Outcome("succeeded", row.id, refund_id=refund.refund_id)
 
-    def _existing_refund(self, row: Row[Any]) -> RefundInfo | None:
+    def _existing_refund(self, row: RefundRequest) -> RefundInfo | None:
         """After a long outage or crash, the refund Stripe may already have made for this request.
 
         Stripe keeps idempotency keys for at least 24 hours; past that, the same key would make
@@ -543,10 +545,10 @@ class RefundService:
         started = row.execution_started_at or row.created_at
         if self.clock() - started < IDEMPOTENCY_KEY_SAFE_FOR:
             return None
-        return self.gateway.find_refund(charge_id=row.charge_id, metadata_key="refund_key",
-                                        metadata_value=row.stripe_idempotency_key)
+        return self.gateway.find_refund(charge_id=row.planned().charge_id, metadata_key="refund_key",
+                                        metadata_value=row.planned().idempotency_key)
 
-    def _create_refund(self, row: Row[Any], params: RefundParams) -> RefundInfo:
+    def _create_refund(self, row: RefundRequest, params: RefundParams) -> RefundInfo:
         """Create the request's refund at Stripe, or find the one an earlier use of its key made.
 
         Raises what the gateway raises; `IdempotencyKeyReused` only once no refund of the charge
@@ -560,8 +562,8 @@ class RefundService:
             # may well have refunded, and failing would release money that is already gone and
             # tell Slack nothing was refunded. Every refund this service makes carries its key in
             # `refund_key` metadata, so the charge's refunds tell whether it did.
-            found = self.gateway.find_refund(charge_id=row.charge_id, metadata_key="refund_key",
-                                             metadata_value=row.stripe_idempotency_key)
+            found = self.gateway.find_refund(charge_id=row.planned().charge_id, metadata_key="refund_key",
+                                             metadata_value=row.planned().idempotency_key)
         if found is None:
             # No refund of the charge carries the key, so the key's first use refunded nothing, and
             # Stripe will never run a call with this key again: failing (and releasing the money)
@@ -574,7 +576,7 @@ class RefundService:
                     "the refund that first use made", row.id, found.refund_id)
         return found
 
-    def _fail(self, row: Row[Any], error: RefundError, *, expect_status: str) -> Outcome:
+    def _fail(self, row: RefundRequest, error: RefundError, *, expect_status: RequestStatus) -> Outcome:
         """Mark a request failed for good; give back its reserved money; tell Slack when nobody else knows."""
         now = self.clock()
         with self.db.transaction() as conn:
@@ -582,7 +584,7 @@ class RefundService:
                                     error_code=error.code, error_message=error.message,
                                     resolved_at=now, updated_at=now, next_attempt_at=None):
                 if expect_status == "executing":
-                    store.release(conn, row.charge_id, row.amount, now, refunded=False)
+                    store.release(conn, row.planned().charge_id, row.planned().amount, now, refunded=False)
                 store.add_audit(conn, row.id, at=now, action="failed", actor="stripe", channel="stripe",
                                 detail=f"{error.code}: {error.message}")
                 # A refusal at intake is answered to the support tool at once; anything later
@@ -593,7 +595,7 @@ class RefundService:
         log.warning("refund request %s failed: %s", row.id, error.code)
         return Outcome("failed", row.id, error=error)
 
-    def _retry_later(self, row: Row[Any], error: RefundError) -> Outcome:
+    def _retry_later(self, row: RefundRequest, error: RefundError) -> Outcome:
         now = self.clock()
         delay = backoff(self.retry_backoff, row.attempts + 1, cap=timedelta(minutes=10))
         with self.db.transaction() as conn:
@@ -629,7 +631,7 @@ class RefundService:
         with self.db.read() as conn:
             rows = store.list_pending(conn, limit, after)
             total = store.count_pending(conn)
-        return [dict(row._mapping) for row in rows], total
+        return [row.as_dict() for row in rows], total
 
     def history(self, request_id: int) -> dict[str, Any]:
         """One request with its approval, Stripe refunds and audit trail. Raises RequestNotFound."""
@@ -638,11 +640,11 @@ class RefundService:
             if row is None:
                 raise RequestNotFound(f"No refund request with id {request_id}.")
             return {
-                "request": dict(row._mapping),
-                "pending": _mapping_or_none(store.get_pending_for_request(conn, request_id)),
-                "refunds": [dict(r._mapping) for r in store.log_rows_for_request(conn, request_id)],
-                "history": [dict(r._mapping) for r in store.audit_for_request(conn, request_id)],
-                "approvals": [dict(r._mapping) for r in store.approvals_for_request(conn, request_id)],
+                "request": row.as_dict(),
+                "pending": _as_dict_or_none(store.get_pending_for_request(conn, request_id)),
+                "refunds": [r.as_dict() for r in store.log_rows_for_request(conn, request_id)],
+                "history": [r.as_dict() for r in store.audit_for_request(conn, request_id)],
+                "approvals": [r.as_dict() for r in store.approvals_for_request(conn, request_id)],
             }
 
 
@@ -678,7 +680,7 @@ def backoff(base: timedelta, attempt: int, *, cap: timedelta) -> timedelta:
     return delay if delay < cap else cap
 
 
-def _execution_outcome(row: Row[Any], *, success: str) -> Outcome:
+def _execution_outcome(row: RefundRequest, *, success: str) -> Outcome:
     if row.status == "succeeded":
         return Outcome(success, row.id, refund_id=row.stripe_refund_id)
     if row.status == "failed":
@@ -686,15 +688,15 @@ def _execution_outcome(row: Row[Any], *, success: str) -> Outcome:
     return Outcome("processing", row.id)
 
 
-def _stripe_metadata(row: Row[Any]) -> dict[str, str]:
-    metadata = {"refund_request_id": str(row.id), "refund_key": row.stripe_idempotency_key,
+def _stripe_metadata(row: RefundRequest) -> dict[str, str]:
+    metadata = {"refund_request_id": str(row.id), "refund_key": row.planned().idempotency_key,
                 "source": "refund-service"}
     if row.ticket_id:
         metadata["ticket_id"] = str(row.ticket_id)[:500]
     return metadata
 
 
-def _message(row: Row[Any], **extra: Any) -> dict[str, Any]:
+def _message(row: RefundRequest, **extra: Any) -> dict[str, Any]:
     """The facts a notification needs, frozen at the moment of the state change."""
     facts = {
         "request_id": row.id,
@@ -711,5 +713,5 @@ def _message(row: Row[Any], **extra: Any) -> dict[str, Any]:
     return facts
 
 
-def _mapping_or_none(row: Row[Any] | None) -> dict[str, Any] | None:
-    return dict(row._mapping) if row is not None else None
+def _as_dict_or_none(row: PendingRefund | None) -> dict[str, Any] | None:
+    return row.as_dict() if row is not None else None
