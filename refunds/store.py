@@ -85,11 +85,20 @@ def set_stripe_key(conn: Connection, request_id: int, key: str) -> None:
 def update_request(conn: Connection, request_id: int, *, expect_status: RequestStatus, **values: Any) -> bool:
     """Update one request only if it is still in `expect_status`. True if it changed.
 
-    Only `transition.transition()` passes a new `status`; other callers change a request in place
-    (its retry schedule), still guarded, so that a request someone else moved on is left alone.
+    Called by `transition.transition()` alone: every change of status passes there.
     """
     _only_columns(refund_requests, values)
     return conn.execute(_UPDATE_REQUEST_IF, {"b_id": request_id, "b_status": expect_status, **values}).rowcount == 1
+
+
+def reschedule(conn: Connection, request_id: int, *, expect_status: RequestStatus, attempts: int,
+               next_attempt_at: datetime, error_code: str, error_message: str, at: datetime) -> bool:
+    """Count one more failed attempt and set when the next is due, if the request is still in
+    `expect_status` (its status does not change). True if it did."""
+    return conn.execute(_UPDATE_REQUEST_IF, {
+        "b_id": request_id, "b_status": expect_status, "attempts": attempts, "next_attempt_at": next_attempt_at,
+        "error_code": error_code, "error_message": error_message, "updated_at": at,
+    }).rowcount == 1
 
 
 _REQUEST_DUE = refund_requests.c.status.in_(IN_FLIGHT) & (refund_requests.c.next_attempt_at <= bindparam("b_now"))
