@@ -22,7 +22,8 @@ from .states import RequestStatus
 from .stripe_gateway import RefundInfo, RefundParams
 from .transition import LostRace, Message, transition
 
-__all__ = ["IDEMPOTENCY_KEY_SAFE_FOR", "backoff", "execute", "fail", "retry_later", "stored_outcome"]
+__all__ = ["IDEMPOTENCY_KEY_SAFE_FOR", "backoff", "execute", "execution_outcome", "fail", "retry_later",
+           "stored_outcome"]
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,16 @@ from .tables import (
     stripe_events,
 )
 
+__all__ = ["SLACK_CLICK", "add_approval", "add_audit", "any_due_click", "any_due_message", "any_due_request",
+           "approvals_for_request", "approvers_of", "audit_for_request", "claim_due_clicks", "claim_due_messages",
+           "claim_due_requests", "claim_request", "count_pending", "decide_pending", "enqueue", "finish_click",
+           "get_active_approver", "get_log_row", "get_pending", "get_pending_for_request", "get_request",
+           "get_request_by_idempotency_key", "insert_log", "insert_pending", "insert_request", "link_used",
+           "list_pending", "lock_pending", "log_rows_for_request", "mark_click_decided", "mark_dead",
+           "mark_delivered", "mark_escalated", "mark_failed", "note_charge", "record_click", "record_event",
+           "release", "reschedule", "reserve", "set_log_status", "set_stripe_key", "stale_pending",
+           "touch_log_check", "unrefund", "unsettled_refunds", "update_request", "use_link"]
+
 # The advisory lock key that serialises queueing on PostgreSQL (see `insert_pending`): any fixed 64-bit number.
 _QUEUE_LOCK = 0x7265_6675_6E64_7101
 
