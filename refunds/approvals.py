@@ -54,11 +54,7 @@ def approve(ctx: Context, pending_id: int, actor: Actor, *, credential: Credenti
         required = approvals_required(ctx, pending.amount)
         said = f"approval {len(names)} of {required}"
         if len(names) < required:
-            store.add_audit(conn, request.id, at=now, action="approved", actor=actor.name, channel=actor.channel,
-                            detail=said)
-            store.enqueue(conn, request_id=request.id, kind="needs_second_approval", at=now,
-                          payload=facts(request, pending_id=pending_id, actor=actor.name))
-            return Outcome("awaiting_second_approval", request.id, pending_id=pending_id)
+            return _awaiting_another(conn, request, pending_id, actor, said, now)
         approved_by = ", ".join(names)
         store.decide_pending(conn, pending_id, status=PendingStatus.APPROVED, decided_by=approved_by, at=now,
                              note=None)
@@ -74,6 +70,16 @@ def approve(ctx: Context, pending_id: int, actor: Actor, *, credential: Credenti
     if outcome.status == "succeeded":
         return Outcome("approved", outcome.request_id, pending_id=pending_id, refund_id=outcome.refund_id)
     return outcome
+
+
+def _awaiting_another(conn: Connection, request: RefundRequest, pending_id: int, actor: Actor, said: str,
+                      now: datetime) -> Outcome:
+    """Not a change of status: one approval recorded, the request waits for another approver."""
+    store.add_audit(conn, request.id, at=now, action="approved", actor=actor.name, channel=actor.channel,
+                    detail=said)
+    store.enqueue(conn, request_id=request.id, kind="needs_second_approval", at=now,
+                  payload=facts(request, pending_id=pending_id, actor=actor.name))
+    return Outcome("awaiting_second_approval", request.id, pending_id=pending_id)
 
 
 def approvals_required(ctx: Context, amount: int) -> int:

@@ -67,7 +67,7 @@ def _record(conn: Connection, request: RefundRequest, refund: RefundInfo, failed
             approver: str | None, now: datetime) -> None:
     """The request's end, the ledger, the log row, the audit row and Slack's message, in one transaction."""
     planned = request.planned()
-    if approver is None and request.decision != Action.AUTO_APPROVE.value:
+    if approver is None and request.decision is not Action.AUTO_APPROVE:
         pending = store.get_pending_for_request(conn, request.id)
         approver = pending.decided_by if pending is not None else None
     if failed:

@@ -166,7 +166,7 @@ def _route(ctx: Context, conn: Connection, request: RefundRequest, charge: Charg
            decision: Decision, now: datetime) -> RefundRequest | Outcome:
     """Move a received request to executing (money reserved) or into the approval queue."""
     decided: dict[str, Any] = {"charge_id": charge.charge_id, "amount": refund.amount, "currency": refund.currency,
-               "decision": decision.action.value, "policy_explanation": decision.explanation,
+               "decision": decision.action, "policy_explanation": decision.explanation,
                "error_code": None, "error_message": None}
     if decision.action is Action.AUTO_APPROVE:
         return transition(conn, request, RequestStatus.EXECUTING, at=now, actor="policy", channel="api",
@@ -224,7 +224,7 @@ def _stored_answer(ctx: Context, request_id: int) -> Outcome:
 
 def _intake_outcome(conn: Connection, request: RefundRequest) -> Outcome:
     """The intake's answer for a stored request: the first answer, or where it got to since."""
-    if request.decision == Action.NEEDS_APPROVAL.value:
+    if request.decision is Action.NEEDS_APPROVAL:
         pending = store.get_pending_for_request(conn, request.id)
         return Outcome("pending_approval", request.id, pending_id=pending.id if pending else None)
     return execution.execution_outcome(request, success="auto_approved")

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Self
 
 from sqlalchemy import Row
 
+from .policy import Action
 from .states import PendingStatus, RequestStatus
 
 __all__ = ["ApprovalEntry", "ApproverRecord", "AuditEntry", "LogEntry", "OutboxMessage", "PendingRefund",
@@ -55,7 +56,7 @@ class RefundRequest(_Record):
     ticket_id: str | None
     note: str | None
     status: RequestStatus
-    decision: str | None
+    decision: Action | None  # the policy's, once the charge was read
     policy_explanation: str | None
     requested_by: str
     stripe_idempotency_key: str | None
@@ -72,6 +73,8 @@ class RefundRequest(_Record):
     def __post_init__(self) -> None:
         if not isinstance(self.status, RequestStatus):
             object.__setattr__(self, "status", RequestStatus(self.status))
+        if self.decision is not None and not isinstance(self.decision, Action):
+            object.__setattr__(self, "decision", Action(self.decision))
 
     def planned(self) -> PlannedRefund:
         """What goes to Stripe: known once the charge was read and the refund decided (from `executing` on).
