@@ -30,7 +30,7 @@ from .errors import (
 from .money import Money
 from .policy import Action, Decision, decide
 from .records import RefundRequest
-from .states import IN_FLIGHT, RequestStatus
+from .states import IN_FLIGHT, PendingStatus, RequestStatus
 from .stripe_gateway import ChargeInfo
 from .transition import LostRace, Message, transition
 
@@ -165,17 +165,21 @@ def _assess(ctx: Context, request: RefundRequest) -> RefundRequest | Outcome:
 def _route(ctx: Context, conn: Connection, request: RefundRequest, charge: ChargeInfo, refund: Money,
            decision: Decision, now: datetime) -> RefundRequest | Outcome:
     """Move a received request to executing (money reserved) or into the approval queue."""
-    decided: dict[str, Any] = {"charge_id": charge.charge_id, "amount": refund.amount, "currency": refund.currency,
-               "decision": decision.action, "policy_explanation": decision.explanation,
-               "error_code": None, "error_message": None}
+    decided: dict[str, Any] = {
+        "charge_id": charge.charge_id, "amount": refund.amount, "currency": refund.currency,
+        "decision": decision.action, "policy_explanation": decision.explanation, "error_code": None,
+        "error_message": None,
+    }
     if decision.action is Action.AUTO_APPROVE:
         return transition(conn, request, RequestStatus.EXECUTING, at=now, actor="policy", channel="api",
                           action=decision.action.value, detail=decision.explanation, **decided,
                           execution_started_at=now, next_attempt_at=now + ctx.execution_lease)
+    # Queued first, so the message can name its queue entry; a request has one entry at most (a unique
+    # key), so a second assessor fails here and rolls back, as it would on the guarded update.
     pending_id = store.insert_pending(conn, {
         "request_id": request.id, "charge_id": charge.charge_id, "amount": refund.amount,
         "currency": refund.currency, "reason": request.reason, "requested_at": request.created_at,
-        "status": "pending",
+        "status": PendingStatus.PENDING,
     })
     transition(conn, request, RequestStatus.PENDING_APPROVAL, at=now, actor="policy", channel="api",
                action=decision.action.value, detail=decision.explanation, **decided,
