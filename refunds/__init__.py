@@ -14,7 +14,10 @@ from .config import ConfigError, Settings, load_settings
 if TYPE_CHECKING:
     from .approval_links import ApprovalLinks
     from .db import Database
+    from .domain import Clock
     from .notifier import ApprovalLinkSource, Notifier
+    from .stripe_gateway import RefundGateway
+    from .worker import Worker
 
 __all__ = ["ConfigError", "Settings", "create_app"]
 
@@ -24,9 +27,9 @@ MAX_BODY_BYTES = 64 * 1024
 def create_app(
     settings: Settings | None = None,
     *,
-    gateway: Any | None = None,
-    notifier: Any | None = None,
-    clock: Any | None = None,
+    gateway: RefundGateway | None = None,
+    notifier: Notifier | None = None,
+    clock: Clock | None = None,
 ) -> Flask:
     """Build the application. Without `settings`, reads the environment (never `.env`: the entry
     points that want it read it first, see `config.read_dotenv`).
@@ -98,7 +101,7 @@ def create_app(
     return app
 
 
-def _start_worker_on_first_request(app: Flask, worker: Any) -> None:
+def _start_worker_on_first_request(app: Flask, worker: Worker) -> None:
     """Start the in-process worker in the process that serves requests.
 
     Not at creation: gunicorn may create the app before forking, and CLI commands create it

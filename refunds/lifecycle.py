@@ -11,14 +11,19 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, select
 
 from . import store
 from .db import Database
+from .domain import Clock, utcnow
 from .errors import EventTooEarly, RefundError
-from .service import Clock, utcnow
+from .records import LogEntry
+from .states import RequestStatus
 from .stripe_gateway import RefundGateway, RefundInfo
 from .tables import refund_requests
+from .transition import Message, facts, transition
+
+__all__ = ["RANK", "REFUND_EVENTS", "RefundLifecycle", "moves_forward"]
 
 log = logging.getLogger(__name__)
 
@@ -89,28 +94,35 @@ class RefundLifecycle:
             return "ignored"
         store.set_log_status(conn, refund.refund_id, status=refund.status, failure_reason=refund.failure_reason,
                              changed_at=changed_at, checked_at=now)
-        if row.request_id is not None:
-            store.add_audit(conn, row.request_id, at=now, action=f"refund_{refund.status}", actor="stripe",
-                            channel="webhook", detail=refund.failure_reason)
         if RANK[refund.status] == 2:
             self._failed(conn, row, refund, now)
+        elif row.request_id is not None:
+            store.add_audit(conn, row.request_id, at=now, action=f"refund_{refund.status}", actor="stripe",
+                            channel="webhook", detail=refund.failure_reason)
         log.info("refund %s is now %s", refund.refund_id, refund.status)
         return "applied"
 
-    def _failed(self, conn: Connection, row: Row[Any], refund: RefundInfo, now: datetime) -> None:
-        """A refund we logged failed or was canceled: the money was not returned. Say so everywhere."""
-        facts: dict[str, Any] = {
-            "request_id": row.request_id, "charge_id": row.charge_id, "amount": row.amount,
-            "currency": row.currency, "refund_id": row.refund_id, "reason": row.reason,
-            "error_code": refund.failure_reason or refund.status,
-            "error_message": f"Stripe reports refund {row.refund_id} {refund.status}"
-                             + (f": {refund.failure_reason}" if refund.failure_reason else "."),
-        }
-        if row.request_id is not None:
-            store.unrefund(conn, row.charge_id, row.amount, now)
-            store.update_request(conn, row.request_id, status="failed", error_code=f"refund_{refund.status}",
-                                 error_message=facts["error_message"], updated_at=now)
-        store.enqueue(conn, request_id=row.request_id, kind="failed", at=now, payload=facts)
+    def _failed(self, conn: Connection, row: LogEntry, refund: RefundInfo, now: datetime) -> None:
+        """A refund we logged failed or was canceled: the money was not returned. Say so everywhere: the
+        request (succeeded, now failed), the ledger, its audit trail and Slack."""
+        said = {"refund_id": row.refund_id, "error_code": refund.failure_reason or refund.status,
+                "error_message": f"Stripe reports refund {row.refund_id} {refund.status}"
+                                 + (f": {refund.failure_reason}" if refund.failure_reason else ".")}
+        request = store.get_request(conn, row.request_id) if row.request_id is not None else None
+        if request is None:  # a refund made elsewhere: no request to move
+            store.enqueue(conn, request_id=None, kind="failed", at=now, payload={
+                "request_id": None, "charge_id": row.charge_id, "amount": row.amount, "currency": row.currency,
+                "reason": row.reason, **said})
+            return
+        store.unrefund(conn, row.charge_id, row.amount, now)
+        audit: dict[str, Any] = {"at": now, "actor": "stripe", "channel": "webhook",
+                                 "action": f"refund_{refund.status}", "detail": refund.failure_reason}
+        if request.status is not RequestStatus.SUCCEEDED:  # failed already: only the audit trail and Slack hear
+            store.add_audit(conn, request.id, **audit)
+            store.enqueue(conn, request_id=request.id, kind="failed", at=now, payload=facts(request, **said))
+            return
+        transition(conn, request, RequestStatus.FAILED, **audit, message=Message("failed", said),
+                   error_code=f"refund_{refund.status}", error_message=said["error_message"])
 
     def _external(self, conn: Connection, refund: RefundInfo, changed_at: datetime, now: datetime) -> str:
         """A refund not in our log: ours mid-execution (the executor records it) or made elsewhere."""

@@ -31,6 +31,7 @@ from .db import Database
 from .errors import NotPending, RefundError, RequestNotFound
 from .notifier import APPROVE_ACTION, INTERACTIVE_BLOCK_IDS, quiet_client_log
 from .service import Actor, Outcome, RefundService, backoff
+from .states import RequestStatus
 
 __all__ = ["Click", "SlackReply", "decide_due", "outcome_text", "record"]
 
@@ -151,19 +152,19 @@ def _reply_as_decided(service: RefundService, name: str, click: Click, reply: Sl
     if pending is None or request is None:
         return
     at = _iso(service.clock())
-    if request.status == "pending_approval":
+    if request.status is RequestStatus.PENDING_APPROVAL:
         outcome = Outcome("awaiting_second_approval", request.id)
-    elif request.status == "succeeded":
+    elif request.status is RequestStatus.SUCCEEDED:
         outcome = Outcome("approved", request.id, refund_id=request.stripe_refund_id)
-    elif request.status == "failed":
+    elif request.status is RequestStatus.FAILED:
         outcome = Outcome("failed", request.id, error=RefundError(request.error_message or "",
                                                                   code=request.error_code))
-    elif request.status == "executing":
+    elif request.status is RequestStatus.EXECUTING:
         outcome = Outcome("processing", request.id)
     else:
         outcome = Outcome(request.status, request.id)
     who = pending.decided_by or name
-    reason = pending.decision_note if request.status == "rejected" else click.reason
+    reason = pending.decision_note if request.status is RequestStatus.REJECTED else click.reason
     reply.replace(click.message_blocks, outcome_text(outcome, who, reason, at))
 
 

@@ -1,7 +1,8 @@
 """SQL for refund requests, the approval queue, the log, the audit trail and the outbox.
 
 Every function takes an open connection: the caller owns the transaction, so one state
-change, its audit row and its outbox message commit together or not at all.
+change, its audit row and its outbox message commit together or not at all. Reads return the
+frozen records of `records.py`. A request's status is only ever changed through `transition.py`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,20 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Integer, Row, Table, bindparam, case, func, insert, select, text, update
+from sqlalchemy import Connection, Integer, Table, bindparam, case, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .records import (
+    ApprovalEntry,
+    ApproverRecord,
+    AuditEntry,
+    LogEntry,
+    OutboxMessage,
+    PendingRefund,
+    QueueEntry,
+    RefundRequest,
+)
+from .states import IN_FLIGHT, PendingStatus, RequestStatus
 from .tables import (
     approval_link_uses,
     approvals,
@@ -25,6 +37,16 @@ from .tables import (
     refund_requests,
     stripe_events,
 )
+
+__all__ = ["SLACK_CLICK", "add_approval", "add_audit", "any_due_click", "any_due_message", "any_due_request",
+           "approvals_for_request", "approvers_of", "audit_for_request", "claim_due_clicks", "claim_due_messages",
+           "claim_due_requests", "claim_request", "count_pending", "decide_pending", "enqueue", "finish_click",
+           "get_active_approver", "get_log_row", "get_pending", "get_pending_for_request", "get_request",
+           "get_request_by_idempotency_key", "insert_log", "insert_pending", "insert_request", "link_used",
+           "list_pending", "lock_pending", "log_rows_for_request", "mark_click_decided", "mark_dead",
+           "mark_delivered", "mark_escalated", "mark_failed", "note_charge", "record_click", "record_event",
+           "release", "reschedule", "reserve", "set_log_status", "set_stripe_key", "stale_pending",
+           "touch_log_check", "unrefund", "unsettled_refunds", "update_request", "use_link"]
 
 # The advisory lock key that serialises queueing on PostgreSQL (see `insert_pending`): any fixed 64-bit number.
 _QUEUE_LOCK = 0x7265_6675_6E64_7101
@@ -50,12 +72,12 @@ def _only_columns(table: Table, values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def get_request(conn: Connection, request_id: int) -> Row[Any] | None:
-    return conn.execute(_GET_REQUEST, {"b_id": request_id}).first()
+def get_request(conn: Connection, request_id: int) -> RefundRequest | None:
+    return RefundRequest.maybe(conn.execute(_GET_REQUEST, {"b_id": request_id}).first())
 
 
-def get_request_by_idempotency_key(conn: Connection, key: str) -> Row[Any] | None:
-    return conn.execute(_GET_REQUEST_BY_KEY, {"b_key": key}).first()
+def get_request_by_idempotency_key(conn: Connection, key: str) -> RefundRequest | None:
+    return RefundRequest.maybe(conn.execute(_GET_REQUEST_BY_KEY, {"b_key": key}).first())
 
 
 def insert_request(conn: Connection, values: dict[str, Any]) -> int:
@@ -65,21 +87,39 @@ def insert_request(conn: Connection, values: dict[str, Any]) -> int:
     return int(request_id)
 
 
-def update_request(
-    conn: Connection, request_id: int, *, expect_status: str | None = None, **values: Any
-) -> bool:
-    """Update one request; with `expect_status`, only if it is still in that status. True if it changed."""
+def set_stripe_key(conn: Connection, request_id: int, key: str) -> None:
+    """Store the idempotency key Stripe will see for this request, every time it is sent."""
+    conn.execute(_UPDATE_REQUEST, {"b_id": request_id, "stripe_idempotency_key": key})
+
+
+def update_request(conn: Connection, request_id: int, *, expect_status: RequestStatus, **values: Any) -> bool:
+    """Update one request only if it is still in `expect_status`. True if it changed.
+
+    Called by `transition.transition()` alone: every change of status passes there.
+    """
     _only_columns(refund_requests, values)
-    if expect_status is None:
-        return conn.execute(_UPDATE_REQUEST, {"b_id": request_id, **values}).rowcount == 1
     return conn.execute(_UPDATE_REQUEST_IF, {"b_id": request_id, "b_status": expect_status, **values}).rowcount == 1
 
 
-IN_FLIGHT = ("received", "executing")
+def reschedule(conn: Connection, request_id: int, *, expect_status: RequestStatus, attempts: int,
+               next_attempt_at: datetime, error_code: str, error_message: str, at: datetime) -> bool:
+    """Count one more failed attempt and set when the next is due, if the request is still in
+    `expect_status` (its status does not change). True if it did."""
+    return conn.execute(_UPDATE_REQUEST_IF, {
+        "b_id": request_id, "b_status": expect_status, "attempts": attempts, "next_attempt_at": next_attempt_at,
+        "error_code": error_code, "error_message": error_message, "updated_at": at,
+    }).rowcount == 1
+
+
 _REQUEST_DUE = refund_requests.c.status.in_(IN_FLIGHT) & (refund_requests.c.next_attempt_at <= bindparam("b_now"))
 _ANY_DUE_REQUEST = select(refund_requests.c.id).where(_REQUEST_DUE).limit(1)
 _DUE_REQUESTS = (select(refund_requests.c.id).where(_REQUEST_DUE).order_by(refund_requests.c.next_attempt_at)
                  .limit(bindparam("b_limit")).with_for_update(skip_locked=True))
+_CLAIM_REQUEST = (update(refund_requests).where(refund_requests.c.id == bindparam("b_id"), _REQUEST_DUE)
+                  .values(next_attempt_at=bindparam("b_until"), updated_at=bindparam("b_now")))
+_CLAIM_REQUESTS = (update(refund_requests)
+                   .where(refund_requests.c.id.in_(bindparam("b_ids", expanding=True)), _REQUEST_DUE)
+                   .values(next_attempt_at=bindparam("b_until"), updated_at=bindparam("b_now")))
 
 
 def any_due_request(conn: Connection, now: datetime) -> bool:
@@ -89,12 +129,7 @@ def any_due_request(conn: Connection, now: datetime) -> bool:
 
 def claim_request(conn: Connection, request_id: int, now: datetime, lease: timedelta) -> bool:
     """Take the lease on one request in flight if its lease ran out. True if we got it."""
-    return conn.execute(
-        update(refund_requests)
-        .where(refund_requests.c.id == request_id, refund_requests.c.status.in_(IN_FLIGHT),
-               refund_requests.c.next_attempt_at <= now)
-        .values(next_attempt_at=now + lease, updated_at=now)
-    ).rowcount == 1
+    return conn.execute(_CLAIM_REQUEST, {"b_id": request_id, "b_now": now, "b_until": now + lease}).rowcount == 1
 
 
 def claim_due_requests(conn: Connection, now: datetime, lease: timedelta, limit: int) -> list[int]:
@@ -103,11 +138,9 @@ def claim_due_requests(conn: Connection, now: datetime, lease: timedelta, limit:
     On PostgreSQL the rows are locked with FOR UPDATE SKIP LOCKED, so concurrent workers
     take different rows; on SQLite the transaction itself is exclusive (BEGIN IMMEDIATE).
     """
-    due = refund_requests.c.status.in_(IN_FLIGHT) & (refund_requests.c.next_attempt_at <= now)
     ids = [row.id for row in conn.execute(_DUE_REQUESTS, {"b_now": now, "b_limit": limit})]
     if ids:
-        conn.execute(update(refund_requests).where(refund_requests.c.id.in_(ids), due)
-                     .values(next_attempt_at=now + lease, updated_at=now))
+        conn.execute(_CLAIM_REQUESTS, {"b_ids": ids, "b_now": now, "b_until": now + lease})
     return ids
 
 
@@ -133,14 +166,14 @@ _GET_PENDING = select(pending_refunds).where(pending_refunds.c.id == bindparam("
 _LOCK_PENDING = _GET_PENDING.with_for_update()
 
 
-def get_pending(conn: Connection, pending_id: int) -> Row[Any] | None:
-    return conn.execute(_GET_PENDING, {"b_id": pending_id}).first()
+def get_pending(conn: Connection, pending_id: int) -> PendingRefund | None:
+    return PendingRefund.maybe(conn.execute(_GET_PENDING, {"b_id": pending_id}).first())
 
 
-def lock_pending(conn: Connection, pending_id: int) -> Row[Any] | None:
+def lock_pending(conn: Connection, pending_id: int) -> PendingRefund | None:
     """The pending refund, locked until the transaction ends (FOR UPDATE on PostgreSQL;
     SQLite's BEGIN IMMEDIATE already serializes writers), so concurrent approvals count right."""
-    return conn.execute(_LOCK_PENDING, {"b_id": pending_id}).first()
+    return PendingRefund.maybe(conn.execute(_LOCK_PENDING, {"b_id": pending_id}).first())
 
 
 def _insert_or_skip(table: Table, *unique: Any) -> dict[str, Any]:
@@ -170,15 +203,18 @@ def approvers_of(conn: Connection, request_id: int) -> list[str]:
     return [row.approver for row in conn.execute(_APPROVERS_OF, {"b_id": request_id})]
 
 
-def approvals_for_request(conn: Connection, request_id: int) -> list[Row[Any]]:
-    return list(conn.execute(select(approvals).where(approvals.c.request_id == request_id).order_by(approvals.c.id)))
+_APPROVALS_FOR_REQUEST = select(approvals).where(approvals.c.request_id == bindparam("b_id")).order_by(approvals.c.id)
+
+
+def approvals_for_request(conn: Connection, request_id: int) -> list[ApprovalEntry]:
+    return [ApprovalEntry.of(row) for row in conn.execute(_APPROVALS_FOR_REQUEST, {"b_id": request_id})]
 
 
 _ACTIVE_APPROVER = select(approvers).where(approvers.c.name == bindparam("b_name"), approvers.c.revoked_at.is_(None))
 
 
-def get_active_approver(conn: Connection, name: str) -> Row[Any] | None:
-    return conn.execute(_ACTIVE_APPROVER, {"b_name": name}).first()
+def get_active_approver(conn: Connection, name: str) -> ApproverRecord | None:
+    return ApproverRecord.maybe(conn.execute(_ACTIVE_APPROVER, {"b_name": name}).first())
 
 
 def use_link(conn: Connection, nonce: str, request_id: int, approver: str, at: datetime) -> bool:
@@ -194,7 +230,7 @@ def link_used(conn: Connection, nonce: str) -> bool:
     return conn.execute(_LINK_USED, {"b_nonce": nonce}).first() is not None
 
 
-_STALE = select(pending_refunds).where(pending_refunds.c.status == "pending",
+_STALE = select(pending_refunds).where(pending_refunds.c.status == PendingStatus.PENDING,
                                        pending_refunds.c.requested_at <= bindparam("b_before"))
 _STALE_BY_ESCALATION = {
     escalated: query.order_by(pending_refunds.c.requested_at).limit(bindparam("b_limit"))
@@ -204,30 +240,34 @@ _STALE_BY_ESCALATION = {
 
 
 def stale_pending(conn: Connection, requested_before: datetime, *, escalated: bool | None,
-                  limit: int) -> list[Row[Any]]:
+                  limit: int) -> list[PendingRefund]:
     """Pending refunds requested before `requested_before`; filtered on whether already escalated."""
-    return list(conn.execute(_STALE_BY_ESCALATION[escalated], {"b_before": requested_before, "b_limit": limit}))
+    rows = conn.execute(_STALE_BY_ESCALATION[escalated], {"b_before": requested_before, "b_limit": limit})
+    return [PendingRefund.of(row) for row in rows]
+
+
+_MARK_ESCALATED = (update(pending_refunds)
+                   .where(pending_refunds.c.id == bindparam("b_id"), pending_refunds.c.escalated_at.is_(None))
+                   .values(escalated_at=bindparam("b_at")))
 
 
 def mark_escalated(conn: Connection, pending_id: int, at: datetime) -> bool:
-    return conn.execute(update(pending_refunds).where(pending_refunds.c.id == pending_id,
-                                                      pending_refunds.c.escalated_at.is_(None))
-                        .values(escalated_at=at)).rowcount == 1
+    return conn.execute(_MARK_ESCALATED, {"b_id": pending_id, "b_at": at}).rowcount == 1
 
 
 _PENDING_FOR_REQUEST = select(pending_refunds).where(pending_refunds.c.request_id == bindparam("b_id"))
 
 
-def get_pending_for_request(conn: Connection, request_id: int) -> Row[Any] | None:
-    return conn.execute(_PENDING_FOR_REQUEST, {"b_id": request_id}).first()
+def get_pending_for_request(conn: Connection, request_id: int) -> PendingRefund | None:
+    return PendingRefund.maybe(conn.execute(_PENDING_FOR_REQUEST, {"b_id": request_id}).first())
 
 
 _DECIDE_PENDING = update(pending_refunds).where(pending_refunds.c.id == bindparam("b_id"),
-                                                pending_refunds.c.status == "pending")
+                                                pending_refunds.c.status == PendingStatus.PENDING)
 
 
 def decide_pending(
-    conn: Connection, pending_id: int, *, status: str, decided_by: str, at: datetime, note: str | None
+    conn: Connection, pending_id: int, *, status: PendingStatus, decided_by: str, at: datetime, note: str | None
 ) -> bool:
     """Move a pending refund to `status` only if nobody decided it first. True if we did."""
     return conn.execute(_DECIDE_PENDING, {"b_id": pending_id, "status": status, "decided_by": decided_by,
@@ -250,15 +290,16 @@ _LIST_PENDING = (
         refund_requests.c.policy_explanation,
     )
     .join(refund_requests, refund_requests.c.id == pending_refunds.c.request_id)
-    .where(pending_refunds.c.status == "pending")
+    .where(pending_refunds.c.status == PendingStatus.PENDING)
     .order_by(pending_refunds.c.id)
     .limit(bindparam("b_limit"))
 )
 _LIST_PENDING_AFTER = _LIST_PENDING.where(pending_refunds.c.id > bindparam("b_after"))
-_COUNT_PENDING = select(func.count()).select_from(pending_refunds).where(pending_refunds.c.status == "pending")
+_COUNT_PENDING = (select(func.count()).select_from(pending_refunds)
+                  .where(pending_refunds.c.status == PendingStatus.PENDING))
 
 
-def list_pending(conn: Connection, limit: int, after: int | None = None) -> list[Row[Any]]:
+def list_pending(conn: Connection, limit: int, after: int | None = None) -> list[QueueEntry]:
     """Up to `limit` entries of the approval queue in the order they were queued (pending id), with the
     request's details.
 
@@ -266,8 +307,10 @@ def list_pending(conn: Connection, limit: int, after: int | None = None) -> list
     page never repeats or skips an entry because others were decided or queued meanwhile).
     """
     if after is None:
-        return list(conn.execute(_LIST_PENDING, {"b_limit": limit}))
-    return list(conn.execute(_LIST_PENDING_AFTER, {"b_limit": limit, "b_after": after}))
+        rows = conn.execute(_LIST_PENDING, {"b_limit": limit})
+    else:
+        rows = conn.execute(_LIST_PENDING_AFTER, {"b_limit": limit, "b_after": after})
+    return [QueueEntry.of(row) for row in rows]
 
 
 def count_pending(conn: Connection) -> int:
@@ -284,12 +327,11 @@ def insert_log(conn: Connection, values: dict[str, Any]) -> None:
     conn.execute(_INSERT_LOG, _only_columns(refund_log, values))
 
 
-def log_rows_for_request(conn: Connection, request_id: int) -> list[Row[Any]]:
-    return list(
-        conn.execute(
-            select(refund_log).where(refund_log.c.request_id == request_id).order_by(refund_log.c.id)
-        )
-    )
+_LOG_FOR_REQUEST = select(refund_log).where(refund_log.c.request_id == bindparam("b_id")).order_by(refund_log.c.id)
+
+
+def log_rows_for_request(conn: Connection, request_id: int) -> list[LogEntry]:
+    return [LogEntry.of(row) for row in conn.execute(_LOG_FOR_REQUEST, {"b_id": request_id})]
 
 
 def add_audit(
@@ -306,12 +348,11 @@ def add_audit(
                                  "channel": channel, "detail": detail})
 
 
-def audit_for_request(conn: Connection, request_id: int) -> list[Row[Any]]:
-    return list(
-        conn.execute(
-            select(audit_log).where(audit_log.c.request_id == request_id).order_by(audit_log.c.id)
-        )
-    )
+_AUDIT_FOR_REQUEST = select(audit_log).where(audit_log.c.request_id == bindparam("b_id")).order_by(audit_log.c.id)
+
+
+def audit_for_request(conn: Connection, request_id: int) -> list[AuditEntry]:
+    return [AuditEntry.of(row) for row in conn.execute(_AUDIT_FOR_REQUEST, {"b_id": request_id})]
 
 
 def enqueue(
@@ -415,14 +456,14 @@ def any_due_message(conn: Connection, now: datetime) -> bool:
     return conn.execute(_ANY_DUE_MESSAGE, {"b_now": now}).first() is not None
 
 
-def claim_due_messages(conn: Connection, now: datetime, lease: timedelta, limit: int) -> list[Row[Any]]:
+def claim_due_messages(conn: Connection, now: datetime, lease: timedelta, limit: int) -> list[OutboxMessage]:
     """Claim undelivered messages that are due, each the oldest undelivered of its request.
 
     Holding back later messages of a request keeps Slack's story in order ("approved" never
     arrives before "needs approval"). A dead message (Slack refused it) is never claimed and holds
     nothing back: the story goes on without it, and ops see it in the outbox.
     """
-    messages = list(conn.execute(_DUE_MESSAGES, {"b_now": now, "b_limit": limit}))
+    messages = [OutboxMessage.of(row) for row in conn.execute(_DUE_MESSAGES, {"b_now": now, "b_limit": limit})]
     if messages:
         conn.execute(_CLAIM_MESSAGES, {"b_ids": [m.id for m in messages], "b_until": now + lease})
     return messages
@@ -432,21 +473,19 @@ def mark_delivered(conn: Connection, message_id: int, at: datetime) -> None:
     conn.execute(_MARK_DELIVERED, {"b_id": message_id, "b_at": at})
 
 
+_MARK_FAILED = (update(outbox).where(outbox.c.id == bindparam("b_id"))
+                .values(next_attempt_at=bindparam("b_retry_at"), claimed_until=None, last_error=bindparam("b_error")))
+_MARK_DEAD = (update(outbox).where(outbox.c.id == bindparam("b_id"))
+              .values(dead_at=bindparam("b_at"), claimed_until=None, last_error=bindparam("b_error")))
+
+
 def mark_failed(conn: Connection, message_id: int, *, retry_at: datetime, error: str) -> None:
-    conn.execute(
-        update(outbox)
-        .where(outbox.c.id == message_id)
-        .values(next_attempt_at=retry_at, claimed_until=None, last_error=error[:1000])
-    )
+    conn.execute(_MARK_FAILED, {"b_id": message_id, "b_retry_at": retry_at, "b_error": error[:1000]})
 
 
 def mark_dead(conn: Connection, message_id: int, *, at: datetime, error: str) -> None:
     """Park a message Slack refused: never claimed again, kept with its reason for ops."""
-    conn.execute(
-        update(outbox)
-        .where(outbox.c.id == message_id)
-        .values(dead_at=at, claimed_until=None, last_error=error[:1000])
-    )
+    conn.execute(_MARK_DEAD, {"b_id": message_id, "b_at": at, "b_error": error[:1000]})
 
 
 # -- charge ledger: no over-refund under concurrency ----------------------------------------
@@ -501,11 +540,13 @@ def release(conn: Connection, charge_id: str, amount: int, at: datetime, *, refu
     conn.execute(_RELEASE_REFUNDED if refunded else _RELEASE, {"b_charge": charge_id, "b_amount": amount, "b_at": at})
 
 
+_UNREFUND = (update(charge_ledger).where(_LEDGER.charge_id == bindparam("b_charge"))
+             .values(refunded=_LEDGER.refunded - _AMOUNT, updated_at=bindparam("b_at")))
+
+
 def unrefund(conn: Connection, charge_id: str, amount: int, at: datetime) -> None:
     """A refund failed after it was made: its money counts as refundable again."""
-    table = charge_ledger
-    conn.execute(update(table).where(table.c.charge_id == charge_id)
-                 .values(refunded=table.c.refunded - amount, updated_at=at))
+    conn.execute(_UNREFUND, {"b_charge": charge_id, "b_amount": amount, "b_at": at})
 
 
 # -- refund lifecycle ------------------------------------------------------------------------
@@ -517,14 +558,18 @@ def record_event(conn: Connection, event_id: str, event_type: str, at: datetime)
     return conn.execute(_RECORD_EVENT[conn.dialect.name], values).first() is not None
 
 
-def get_log_row(conn: Connection, refund_id: str) -> Row[Any] | None:
-    return conn.execute(select(refund_log).where(refund_log.c.refund_id == refund_id)).first()
+_GET_LOG_ROW = select(refund_log).where(refund_log.c.refund_id == bindparam("b_refund"))
+_UPDATE_LOG_ROW = update(refund_log).where(refund_log.c.refund_id == bindparam("b_refund"))
+
+
+def get_log_row(conn: Connection, refund_id: str) -> LogEntry | None:
+    return LogEntry.maybe(conn.execute(_GET_LOG_ROW, {"b_refund": refund_id}).first())
 
 
 def set_log_status(conn: Connection, refund_id: str, *, status: str, failure_reason: str | None,
                    changed_at: datetime | None, checked_at: datetime | None = None) -> None:
-    conn.execute(update(refund_log).where(refund_log.c.refund_id == refund_id).values(
-        status=status, failure_reason=failure_reason, status_changed_at=changed_at, checked_at=checked_at))
+    conn.execute(_UPDATE_LOG_ROW, {"b_refund": refund_id, "status": status, "failure_reason": failure_reason,
+                                   "status_changed_at": changed_at, "checked_at": checked_at})
 
 
 _LAST_CHECK = func.coalesce(refund_log.c.checked_at, refund_log.c.processed_at)
@@ -534,10 +579,10 @@ _UNSETTLED = (select(refund_log)
               .limit(bindparam("b_limit")))
 
 
-def unsettled_refunds(conn: Connection, checked_before: datetime, limit: int) -> list[Row[Any]]:
+def unsettled_refunds(conn: Connection, checked_before: datetime, limit: int) -> list[LogEntry]:
     """Refunds still pending at Stripe that nobody checked since `checked_before`, oldest first."""
-    return list(conn.execute(_UNSETTLED, {"b_before": checked_before, "b_limit": limit}))
+    return [LogEntry.of(row) for row in conn.execute(_UNSETTLED, {"b_before": checked_before, "b_limit": limit})]
 
 
 def touch_log_check(conn: Connection, refund_id: str, at: datetime) -> None:
-    conn.execute(update(refund_log).where(refund_log.c.refund_id == refund_id).values(checked_at=at))
+    conn.execute(_UPDATE_LOG_ROW, {"b_refund": refund_id, "checked_at": at})

@@ -102,8 +102,7 @@ refund_requests = Table(
     Column("customer_email", String(EMAIL)),
     Column("ticket_id", String(SHORT_TEXT)),
     Column("note", Text),
-    # received -> pending_approval -> executing -> succeeded | failed; pending_approval -> rejected;
-    # received -> failed when Stripe's state refuses it (already refunded, disputed, ...).
+    # A states.RequestStatus; states.TRANSITIONS lists every move, transition.transition() makes them.
     Column("status", String(STATUS), nullable=False),
     Column("decision", String(STATUS)),
     Column("policy_explanation", Text),
@@ -133,7 +132,7 @@ pending_refunds = Table(
     Column("currency", String(CURRENCY), nullable=False),
     Column("reason", String(REASON), nullable=False),
     Column("requested_at", UTCDateTime, nullable=False),
-    Column("status", String(STATUS), nullable=False),  # pending | approved | rejected | expired
+    Column("status", String(STATUS), nullable=False),  # a states.PendingStatus
     Column("decided_by", Text),  # one name, or several for the two-person rule
     Column("decided_at", UTCDateTime),
     Column("decision_note", Text),

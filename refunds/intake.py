@@ -1,0 +1,252 @@
+"""Intake: record a refund request, read its charge, and execute it or queue it for approval.
+
+The request is recorded before any Stripe call, so nothing accepted is ever lost; a request whose lease
+runs out (a crash, Stripe unreachable) is carried on by `retry_due`, or by a replay of its
+Idempotency-Key. Each step hands the request as it wrote it to the next: nothing is read back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from . import execution, store
+from .domain import INTAKE, Context, Outcome, RefundCommand
+from .errors import (
+    ChargeAlreadyRefunded,
+    ChargeDisputed,
+    ExceedsRefundable,
+    IdempotencyMismatch,
+    RefundError,
+    StripeMisconfigured,
+    StripeUnavailable,
+)
+from .money import Money
+from .policy import Action, Decision, decide
+from .records import RefundRequest
+from .states import IN_FLIGHT, PendingStatus, RequestStatus
+from .stripe_gateway import ChargeInfo
+from .transition import LostRace, Message, transition
+
+__all__ = ["advance", "advance_by_id", "check_refundable", "request_refund", "retry_due"]
+
+
+def request_refund(ctx: Context, command: RefundCommand, *, idempotency_key: str | None = None,
+                   channel: str = "api") -> Outcome:
+    """Accept a refund request: record it, read the charge, then execute it or queue it.
+
+    Raises IdempotencyMismatch. Returns auto_approved, pending_approval, processing (Stripe is retried
+    in the background) or failed (with the reason: charge_not_found, charge_already_refunded,
+    amount_exceeds_refundable, charge_disputed, or Stripe's code). A known `idempotency_key` gets the
+    answer its first use got, or where that request got to since.
+    """
+    fingerprint = command.fingerprint()
+    if idempotency_key is not None:
+        replay = _replay(ctx, idempotency_key, fingerprint)
+        if replay is not None:
+            return replay
+    try:
+        request = _receive(ctx, command, fingerprint, idempotency_key, channel)
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        # A concurrent duplicate won the race to insert: answer as it does.
+        replay = _replay(ctx, idempotency_key, fingerprint)
+        assert replay is not None
+        return replay
+    outcome = advance(ctx, request)
+    return dataclasses.replace(outcome, status="auto_approved") if outcome.status == "succeeded" else outcome
+
+
+def _receive(ctx: Context, command: RefundCommand, fingerprint: str, idempotency_key: str | None,
+             channel: str) -> RefundRequest:
+    """Record the request (status received, leased to us) with its audit row; returns it as written."""
+    now = ctx.clock()
+    received = RefundRequest(
+        id=0, idempotency_key=idempotency_key, body_fingerprint=fingerprint, charge_id=command.charge_id,
+        payment_intent_id=command.payment_intent_id, requested_amount=command.amount, amount=None, currency=None,
+        reason=command.reason, product=command.product, customer_email=command.customer_email,
+        ticket_id=command.ticket_id, note=command.note, status=RequestStatus.RECEIVED, decision=None,
+        policy_explanation=None, requested_by=command.requested_by or INTAKE.name, stripe_idempotency_key=None,
+        stripe_refund_id=None, error_code=None, error_message=None, created_at=now, updated_at=now,
+        execution_started_at=None, resolved_at=None, attempts=0, next_attempt_at=now + ctx.execution_lease,
+    )
+    values = received.as_dict()
+    del values["id"]
+    with ctx.db.transaction() as conn:
+        request_id = store.insert_request(conn, values)
+        # Derived from our own request id and stored before any Stripe call: every retry, restart or worker
+        # sends this same key. The suffix keeps two databases (staging and production on one Stripe
+        # account) from ever sharing a key.
+        key = f"refund-request-{request_id}-{secrets.token_hex(6)}"
+        store.set_stripe_key(conn, request_id, key)
+        store.add_audit(conn, request_id, at=now, action="requested", actor=command.requested_by or INTAKE.name,
+                        channel=channel)
+    return dataclasses.replace(received, id=request_id, stripe_idempotency_key=key)
+
+
+def advance(ctx: Context, request: RefundRequest) -> Outcome:
+    """Take a request in flight one step further: assess it if received, then execute it if executing.
+
+    The caller holds its lease. Transient Stripe failures reschedule it with backoff (processing).
+    """
+    if request.status is RequestStatus.RECEIVED:
+        assessed = _assess(ctx, request)
+        if isinstance(assessed, Outcome):
+            return assessed
+        request = assessed
+    if request.status is RequestStatus.EXECUTING:
+        return execution.execute(ctx, request)
+    return execution.execution_outcome(request, success="succeeded")
+
+
+def advance_by_id(ctx: Context, request_id: int) -> None:
+    """`advance` for a request known by id (read first)."""
+    with ctx.db.read() as conn:
+        request = store.get_request(conn, request_id)
+    if request is not None:
+        advance(ctx, request)
+
+
+def retry_due(ctx: Context, limit: int = 20) -> int:
+    """Advance requests whose lease ran out (a crash, or a transient Stripe failure).
+
+    Safe with several workers: each request is claimed in one transaction (SKIP LOCKED on PostgreSQL),
+    and Stripe sees the request's stored idempotency key every time. Returns how many were tried.
+    """
+    now = ctx.clock()
+    with ctx.db.read() as conn:  # most passes find nothing: ask without taking the write lock
+        if not store.any_due_request(conn, now):
+            return 0
+    with ctx.db.transaction() as conn:
+        due = store.claim_due_requests(conn, now, ctx.execution_lease, limit)
+    for request_id in due:
+        advance_by_id(ctx, request_id)
+    return len(due)
+
+
+def _assess(ctx: Context, request: RefundRequest) -> RefundRequest | Outcome:
+    """Read the charge, check what Stripe would refuse, apply the policy, reserve the money.
+
+    Returns the request moved to executing, or the outcome when it goes no further now.
+    """
+    try:
+        charge = ctx.gateway.get_charge(charge_id=request.charge_id if not request.payment_intent_id else None,
+                                        payment_intent_id=request.payment_intent_id)
+        amount = check_refundable(charge, request.requested_amount)
+    except (StripeUnavailable, StripeMisconfigured) as exc:
+        return execution.retry_later(ctx, request, exc)
+    except RefundError as exc:
+        return execution.fail(ctx, request, exc)
+    refund = Money(amount, charge.currency)
+    decision = decide(refund, ctx.policy)
+    now = ctx.clock()
+    try:
+        with ctx.db.transaction() as conn:
+            store.note_charge(conn, charge_id=charge.charge_id, currency=charge.currency, amount=charge.amount,
+                              stripe_refunded=charge.amount_refunded, at=now)
+            if decision.action is not Action.AUTO_APPROVE or store.reserve(conn, charge.charge_id, amount, now):
+                return _route(ctx, conn, request, charge, refund, decision, now)
+    except (LostRace, IntegrityError):
+        # Another worker assessed it meanwhile (it moved the request, or queued it first: one queue entry
+        # per request); our transaction rolled back. Answer as the request stands.
+        return _stored_answer(ctx, request.id)
+    return execution.fail(ctx, request, ExceedsRefundable(
+        f"{refund} does not fit in what remains refundable on charge {charge.charge_id}"
+        " once the refunds already in progress are counted."))
+
+
+def _route(ctx: Context, conn: Connection, request: RefundRequest, charge: ChargeInfo, refund: Money,
+           decision: Decision, now: datetime) -> RefundRequest | Outcome:
+    """Move a received request to executing (money reserved) or into the approval queue."""
+    decided: dict[str, Any] = {
+        "charge_id": charge.charge_id, "amount": refund.amount, "currency": refund.currency,
+        "decision": decision.action, "policy_explanation": decision.explanation, "error_code": None,
+        "error_message": None,
+    }
+    if decision.action is Action.AUTO_APPROVE:
+        return transition(conn, request, RequestStatus.EXECUTING, at=now, actor="policy", channel="api",
+                          action=decision.action.value, detail=decision.explanation, **decided,
+                          execution_started_at=now, next_attempt_at=now + ctx.execution_lease)
+    # Queued first, so the message can name its queue entry; a request has one entry at most (a unique
+    # key), so a second assessor fails here and rolls back, as it would on the guarded update.
+    pending_id = store.insert_pending(conn, {
+        "request_id": request.id, "charge_id": charge.charge_id, "amount": refund.amount,
+        "currency": refund.currency, "reason": request.reason, "requested_at": request.created_at,
+        "status": PendingStatus.PENDING,
+    })
+    transition(conn, request, RequestStatus.PENDING_APPROVAL, at=now, actor="policy", channel="api",
+               action=decision.action.value, detail=decision.explanation, **decided,
+               execution_started_at=None, next_attempt_at=None,
+               message=Message("needs_approval", {"pending_id": pending_id}))
+    return Outcome("pending_approval", request.id, pending_id=pending_id)
+
+
+def _replay(ctx: Context, idempotency_key: str, fingerprint: str) -> Outcome | None:
+    """The answer already given for `idempotency_key`, or None if the key is new.
+
+    While a concurrent duplicate is still on its first attempt, waits a little for its result.
+    """
+    deadline = time.monotonic() + ctx.duplicate_wait_seconds
+    while True:
+        with ctx.db.read() as conn:
+            request = store.get_request_by_idempotency_key(conn, idempotency_key)
+            if request is None:
+                return None
+            if request.body_fingerprint != fingerprint:
+                raise IdempotencyMismatch("This Idempotency-Key was already used with a different request body.")
+            outcome = _intake_outcome(conn, request)
+        # Its lease ran out: whoever held it died. Take it over rather than wait for the worker. The snapshot
+        # only says whether to try: the claim is a guarded UPDATE that checks the lease again.
+        now = ctx.clock()
+        if request.status in IN_FLIGHT and request.next_attempt_at is not None \
+                and request.next_attempt_at <= now and _claim(ctx, request.id, now):
+            advance(ctx, request)
+            continue
+        if outcome.status != "processing" or request.attempts > 0 or time.monotonic() >= deadline:
+            return outcome
+        time.sleep(0.05)
+
+
+def _claim(ctx: Context, request_id: int, now: datetime) -> bool:
+    with ctx.db.transaction() as conn:
+        return store.claim_request(conn, request_id, now, ctx.execution_lease)
+
+
+def _stored_answer(ctx: Context, request_id: int) -> Outcome:
+    with ctx.db.read() as conn:
+        request = store.get_request(conn, request_id)
+        assert request is not None
+        return _intake_outcome(conn, request)
+
+
+def _intake_outcome(conn: Connection, request: RefundRequest) -> Outcome:
+    """The intake's answer for a stored request: the first answer, or where it got to since."""
+    if request.decision is Action.NEEDS_APPROVAL:
+        pending = store.get_pending_for_request(conn, request.id)
+        return Outcome("pending_approval", request.id, pending_id=pending.id if pending else None)
+    return execution.execution_outcome(request, success="auto_approved")
+
+
+def check_refundable(charge: ChargeInfo, requested: int | None) -> int:
+    """The amount to refund: `requested`, or all that remains when None.
+
+    Raises ChargeDisputed, ChargeAlreadyRefunded or ExceedsRefundable for what Stripe would refuse.
+    """
+    remaining = Money(charge.remaining, charge.currency)
+    if charge.disputed:
+        raise ChargeDisputed(f"Charge {charge.charge_id} is disputed; it cannot be refunded while the dispute is open.")
+    if remaining.amount == 0:
+        raise ChargeAlreadyRefunded(f"Charge {charge.charge_id} is already fully refunded.")
+    if requested is None:
+        return remaining.amount
+    if requested > remaining.amount:
+        raise ExceedsRefundable(f"{Money(requested, charge.currency)} is more than the {remaining} that remains"
+                                f" refundable on charge {charge.charge_id}.")
+    return requested
