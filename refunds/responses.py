@@ -19,10 +19,10 @@ from . import limits
 from .money import format_money
 from .pagination import MAX_LIMIT
 from .schemas import REASONS
+from .states import RequestStatus
 from .tables import iso_utc
 
 __all__ = [
-    "REQUEST_STATUSES",
     "Answer",
     "Approval",
     "ApprovalEntry",
@@ -43,15 +43,12 @@ __all__ = [
     "RefundHistory",
     "Rejected",
     "RequestError",
-    "RequestStatus",
     "Revoked",
     "StripeRefundEntry",
     "WebhookReceipt",
     "respond",
 ]
 
-RequestStatus = Literal["received", "pending_approval", "executing", "succeeded", "failed", "rejected", "expired"]
-REQUEST_STATUSES: tuple[str, ...] = get_args(RequestStatus)
 Reason = Literal["duplicate", "fraudulent", "requested_by_customer"]
 assert get_args(Reason) == REASONS
 
