@@ -38,7 +38,7 @@ def create_app(
     malformed setting exits with one line naming the variable. On the embedded SQLite
     default, pending migrations are applied here; PostgreSQL needs `flask --app app db upgrade`.
     """
-    from . import api, approval_pages, cli, http_errors, slack_interactions, webhooks
+    from . import api, approval_pages, cli, http_errors, logs, slack_interactions, webhooks
     from .approval_links import ApprovalLinks
     from .db import Database
     from .intake_auth import IntakeAuth
@@ -53,7 +53,7 @@ def create_app(
             settings = load_settings()
         except ConfigError as exc:
             raise SystemExit(f"configuration error: {exc}") from None
-    _configure_logging()
+    logs.configure(settings.log_format)
 
     db = Database(settings.database_url)
     migrated = db.upgrade() if settings.is_sqlite else []
@@ -83,6 +83,7 @@ def create_app(
 
     app = Flask(__name__)
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
+    logs.register(app)
     app.extensions["refund_service"] = service
     app.extensions["migrations_applied_at_start"] = migrated
     app.extensions["refund_worker"] = worker
@@ -166,11 +167,3 @@ def _approval_link_source(db: Database, links: ApprovalLinks, two_person_thresho
 def _seconds(value: int | None) -> timedelta | None:
     return timedelta(seconds=value) if value is not None else None
 
-
-def _configure_logging() -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # stripe-python logs every request at INFO; our adapter logs what matters.
-    logging.getLogger("stripe").setLevel(logging.WARNING)
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -114,6 +114,17 @@ def url(*schemes: str, expected: str | None = None) -> Parse:
     return parse
 
 
+def choice(*options: str) -> Parse:
+    """One of `options`, in any case; the value is the option as written here."""
+
+    def parse(raw: str, name: str) -> str:
+        if raw.lower() not in options:
+            raise ConfigError(f"{name} must be one of {', '.join(options)}, got {raw!r}")
+        return raw.lower()
+
+    return parse
+
+
 def stripe_key(raw: str, name: str) -> str:
     if not raw.startswith(("sk_", "rk_")):
         raise ConfigError(f"{name} must be a Stripe secret or restricted key (sk_... or rk_...)")
@@ -242,6 +253,13 @@ class Settings:
         "PENDING_EXPIRE_AFTER", whole_or_off, "seconds before a waiting refund expires (off: never)")] = 72 * 3600
     slack_escalation_mention: Annotated[str, Var(
         "SLACK_ESCALATION_MENTION", text, "who is mentioned when a waiting refund is escalated")] = "<!here>"
+    # Operations (issue 11): log lines and metrics.
+    log_format: Annotated[str, Var(
+        "LOG_FORMAT", choice("text", "json"), "text, or json: one JSON object per log line, with the request id"
+    )] = "text"
+    metrics_token: Annotated[str | None, Var(
+        "METRICS_TOKEN", long_secret(16), "bearer token for GET /metrics; unset: /metrics answers 404", secret=True
+    )] = None
 
     @property
     def is_sqlite(self) -> bool:
