@@ -1,4 +1,4 @@
-"""Command-line tools: `flask --app app db upgrade | approvers ... | worker`."""
+"""Command-line tools: `flask --app app db upgrade | db copy | approvers ... | worker`."""
 
 from __future__ import annotations
 
@@ -36,6 +36,35 @@ def db_upgrade() -> None:
     if applied:
         click.echo("applied " + ", ".join(applied))
     click.echo(f"database is at {current_revision(db.engine)}" + ("" if applied else ", nothing to apply"))
+
+
+@db_cli.command("copy")
+@click.option("--to", "target_url", required=True, metavar="URL",
+              help="an empty database, e.g. postgresql+psycopg://user:password@host/refunds (migrated first)")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True, help="rows per insert")
+def db_copy(target_url: str, batch_size: int) -> None:
+    """Copy every table of DATABASE_URL into the empty database at URL, ids kept, and compare row counts.
+
+    Stop the service and its workers first: rows written meanwhile would not be copied.
+    """
+    from sqlalchemy.engine import make_url
+
+    from .db import make_engine
+    from .db_copy import CopyRefused, copy_database
+
+    source = _service().db
+    if make_url(target_url) == source.engine.url:
+        raise click.UsageError("--to names the database being copied")
+    target = make_engine(target_url)
+    shown = make_url(target_url).render_as_string(hide_password=True)
+    try:
+        counts = copy_database(source, target, batch_size=batch_size,
+                               progress=lambda table, rows: click.echo(f"{table}: {rows} rows"))
+    except CopyRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        target.dispose()
+    click.echo(f"copied {sum(counts.values())} rows in {len(counts)} tables to {shown}; row counts match")
 
 
 EMAIL_HELP = "an email address of NAME's: refunds requested by it are ones NAME may not approve"
