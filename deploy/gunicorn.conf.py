@@ -15,7 +15,9 @@ by itself, which would silently change every other way of starting it.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +73,36 @@ def on_starting(server: Any) -> None:
     problem = not_ready(settings.database_url)
     if problem is not None:
         raise SystemExit(f"database error: {problem}")
+    _metrics_directory()
+
+
+# Metrics (refunds/metrics.py): every worker process counts its own requests, and a scrape reaches
+# one of them; prometheus-client's multiprocess mode makes each write its counts to files in
+# PROMETHEUS_MULTIPROC_DIR, which a scrape adds up. The variable must be set before a worker first
+# imports prometheus-client, so it is set here, in the master, before any worker forks.
+_made_metrics_directory: str | None = None
+
+
+def _metrics_directory() -> None:
+    """Use PROMETHEUS_MULTIPROC_DIR, emptied of an earlier run's files, or a new temporary directory."""
+    global _made_metrics_directory
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = _made_metrics_directory = tempfile.mkdtemp(prefix="refunds-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    Path(path).mkdir(parents=True, exist_ok=True)
+    for stale in Path(path).glob("*.db"):  # counts of processes of an earlier run: they would be added in
+        stale.unlink()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker process ended: its files stop counting as a live process's (prometheus-client's rule)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory this file made (one set in the environment stays)."""
+    if _made_metrics_directory is not None:
+        shutil.rmtree(_made_metrics_directory, ignore_errors=True)

@@ -43,6 +43,8 @@ def create_app(
     from .db import Database
     from .intake_auth import IntakeAuth
     from .lifecycle import RefundLifecycle
+    from .metrics import Metrics, instrument_gateway
+    from .metrics import register as register_metrics
     from .policy import Policy
     from .service import RefundService, utcnow
     from .stripe_gateway import StripeGateway
@@ -70,6 +72,9 @@ def create_app(
     if notifier is None:
         notifier = _notifier(settings, db, links)
     clock = clock or utcnow
+    metrics = Metrics(db, clock)
+    # The one place Stripe calls are measured: every use case gets the gateway through here.
+    gateway = instrument_gateway(gateway, metrics)
     service = RefundService(db, gateway, Policy(settings.auto_approve_threshold), clock=clock,
                             execution_lease=timedelta(seconds=settings.execution_lease_seconds),
                             retry_backoff=timedelta(seconds=settings.retry_backoff_seconds),
@@ -84,6 +89,7 @@ def create_app(
     app = Flask(__name__)
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     logs.register(app)
+    register_metrics(app, metrics, settings.metrics_token)
     app.extensions["refund_service"] = service
     app.extensions["migrations_applied_at_start"] = migrated
     app.extensions["refund_worker"] = worker

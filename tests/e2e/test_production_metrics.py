@@ -1,0 +1,65 @@
+"""Metrics and JSON logs under the production command, `.venv/bin/gunicorn -c deploy/gunicorn.conf.py`,
+with two worker processes: a scrape adds up every process's counts, whichever process answers it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from standins.stripe_api import StripeStandIn
+from tests.conftest import INTAKE_TOKEN, STRIPE_KEY
+from tests.e2e.conftest import ROOT, free_port, stop, wait_until
+from tests.e2e.test_production_start import operator_env
+
+METRICS_TOKEN = "metrics-e2e-token-0123456789"
+CONFIG = str(ROOT / "deploy" / "gunicorn.conf.py")
+
+
+def _health_answers(base: str) -> float:
+    text = requests.get(base + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "refunds_http_requests_total" and sample.labels.get("endpoint") == "/healthz")
+
+
+def test_two_gunicorn_workers_report_one_sum_and_log_json_lines_with_request_ids(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    metrics_dir = tmp_path / "metrics"
+    with StripeStandIn(api_key=STRIPE_KEY) as stripe:
+        charge = stripe.add_charge(3000, "usd")
+        (tmp_path / ".env").write_text(
+            f"STRIPE_SECRET_KEY={STRIPE_KEY}\nSTRIPE_API_BASE={stripe.base_url}\nINTAKE_TOKEN={INTAKE_TOKEN}\n"
+            f"DATABASE_URL=sqlite:///{tmp_path}/refunds.db\nGUNICORN_BIND=127.0.0.1:{port}\nWEB_CONCURRENCY=2\n"
+            f"METRICS_TOKEN={METRICS_TOKEN}\nLOG_FORMAT=json\nPROMETHEUS_MULTIPROC_DIR={metrics_dir}\n")
+        with (tmp_path / "gunicorn.log").open("wb") as log:
+            process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", CONFIG],
+                                       cwd=tmp_path, env=operator_env(), stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        try:
+            def healthy() -> bool:
+                assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
+                try:
+                    return requests.get(base + "/healthz", timeout=2).status_code == 200
+                except requests.RequestException:
+                    return False
+
+            wait_until(healthy, timeout=60, what="the production command to answer /healthz")
+            for _ in range(30):  # one connection each: the two processes share them
+                assert requests.get(base + "/healthz", timeout=5).status_code == 200
+            counted = _health_answers(base)
+            scrapes = [_health_answers(base) for _ in range(6)]
+            answer = requests.post(base + "/refund-request", json={"charge_id": charge["id"], "amount": 500},
+                                   headers={"Authorization": f"Bearer {INTAKE_TOKEN}", "X-Request-Id": "ticket-77"},
+                                   timeout=30)
+        finally:
+            stop(process)
+    assert counted >= 31 and scrapes == [counted] * 6
+    assert len({path.name.rsplit("_", 1)[-1] for path in metrics_dir.glob("counter_*.db")}) == 2  # both processes
+    assert answer.status_code == 200 and answer.headers["X-Request-Id"] == "ticket-77"
+    lines = [json.loads(line) for line in (tmp_path / "gunicorn.log").read_text().splitlines() if line.startswith("{")]
+    assert any(line.get("request_id") == "ticket-77" and "executed as" in line["message"] for line in lines)
