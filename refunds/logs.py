@@ -15,12 +15,15 @@ import logging
 import re
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from flask import Flask, Response, request
 
-__all__ = ["REQUEST_ID_HEADER", "JsonFormatter", "configure", "current_request_id", "register", "sane_request_id"]
+__all__ = ["REQUEST_ID_HEADER", "JsonFormatter", "configure", "current_request_id", "logging_for", "register",
+           "sane_request_id"]
 
 REQUEST_ID_HEADER = "X-Request-Id"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -32,6 +35,17 @@ _request_id: ContextVar[str | None] = ContextVar("refunds_request_id", default=N
 def current_request_id() -> str | None:
     """The id of the request this code runs for, or None outside a request."""
     return _request_id.get()
+
+
+@contextmanager
+def logging_for(request_id: str | None) -> Iterator[None]:
+    """Lines logged inside the block carry `request_id` (for code that logs after the request ended,
+    such as gunicorn's access log)."""
+    token = _request_id.set(request_id)
+    try:
+        yield
+    finally:
+        _request_id.reset(token)
 
 
 def sane_request_id(value: str | None) -> str:

@@ -20,6 +20,7 @@ from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
 
 from .config import ConfigError, load_settings, read_dotenv
+from .logs import JsonFormatter, logging_for
 from .sandbox import SANDBOX_DIR, SANDBOX_STRIPE_KEY, Sandbox
 from .sandbox import start as start_sandbox
 
@@ -29,7 +30,8 @@ LINK_PATH = re.compile(r"/approval-links/[^/?\s]+")
 
 
 class AccessLog(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no types
-    """gunicorn's access log, with approval link tokens cut out: an unspent link is a credential."""
+    """gunicorn's logs: approval link tokens cut out of the access log (an unspent link is a credential),
+    JSON lines with the request's id under LOG_FORMAT=json."""
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
         environ = dict(environ)
@@ -38,7 +40,16 @@ class AccessLog(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no typ
                 environ[key] = LINK_PATH.sub("/approval-links/<token>", environ[key])
         req.uri = LINK_PATH.sub("/approval-links/<token>", req.uri)
         req.path = LINK_PATH.sub("/approval-links/<token>", req.path)
-        super().access(resp, req, environ, request_time)
+        request_id = next((value for name, value in resp.headers if name.lower() == "x-request-id"), None)
+        with logging_for(request_id):
+            super().access(resp, req, environ, request_time)
+
+    def setup(self, cfg: Any) -> None:
+        """gunicorn's handlers; with LOG_FORMAT=json, its lines are JSON objects too (see refunds/logs.py)."""
+        super().setup(cfg)
+        if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
+            for handler in [*self.error_log.handlers, *self.access_log.handlers]:
+                handler.setFormatter(JsonFormatter())
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types

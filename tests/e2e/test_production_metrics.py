@@ -1,5 +1,6 @@
-"""Metrics and JSON logs under the production command, `.venv/bin/gunicorn -c deploy/gunicorn.conf.py`,
-with two worker processes: a scrape adds up every process's counts, whichever process answers it."""
+"""Metrics and JSON logs (the service's and gunicorn's) under the production command,
+`.venv/bin/gunicorn -c deploy/gunicorn.conf.py`, with two worker processes: a scrape adds up every
+process's counts, whichever process answers it."""
 
 from __future__ import annotations
 
@@ -63,3 +64,6 @@ def test_two_gunicorn_workers_report_one_sum_and_log_json_lines_with_request_ids
     assert answer.status_code == 200 and answer.headers["X-Request-Id"] == "ticket-77"
     lines = [json.loads(line) for line in (tmp_path / "gunicorn.log").read_text().splitlines() if line.startswith("{")]
     assert any(line.get("request_id") == "ticket-77" and "executed as" in line["message"] for line in lines)
+    [access] = [line for line in lines if line["logger"] == "gunicorn.access" and "/refund-request" in line["message"]]
+    assert access["request_id"] == "ticket-77" and '"POST /refund-request HTTP/1.1" 200' in access["message"]
+    assert any(line["logger"] == "gunicorn.error" and "Booting worker" in line["message"] for line in lines)
