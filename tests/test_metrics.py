@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -88,7 +91,18 @@ def test_metrics_need_the_token(app: Flask) -> None:
     assert METRICS_TOKEN not in refused.get_data(as_text=True)
 
 
-def test_without_a_metrics_token_there_is_no_metrics_endpoint(tmp_path: object, gateway: FakeGateway) -> None:
+def test_without_a_metrics_token_there_is_no_metrics_endpoint(tmp_path: Path, gateway: FakeGateway) -> None:
     app = create_app(make_settings(f"sqlite:///{tmp_path}/refunds.db"), gateway=gateway, notifier=FakeNotifier())
     assert app.test_client().get("/metrics", headers=SCRAPE).status_code == 404
     app.extensions["refund_service"].db.dispose()
+
+
+def test_every_metric_the_example_dashboard_plots_is_served(app: Flask) -> None:
+    client = app.test_client()
+    client.post("/refund-request", headers=INTAKE, json={"charge_id": "ch_small", "amount": 1500})
+    client.post("/refund-request", headers=INTAKE, json={"charge_id": "ch_nowhere"})
+    served = {name for name, _ in scrape(client)}
+    board = json.loads((Path(__file__).resolve().parent.parent / "deploy" / "grafana-dashboard.json").read_text())
+    plotted = {name for panel in board["panels"] for target in panel["targets"]
+               for name in re.findall(r"\brefunds_[a-z_]+", target["expr"])}
+    assert plotted and plotted <= served, plotted - served
