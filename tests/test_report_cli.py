@@ -6,7 +6,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -255,3 +255,28 @@ def test_the_stand_in_refuses_an_unknown_created_filter_as_stripe_does(stripe: S
         "code": "parameter_unknown", "doc_url": "https://stripe.com/docs/error-codes/parameter-unknown",
         "message": "Received unknown parameter: created[since]", "param": "created[since]",
         "type": "invalid_request_error"}
+
+
+def test_refunds_made_through_the_api_are_in_that_days_report(
+    reporting: Flask, client: Any, intake_headers: dict[str, str], approver_headers: dict[str, str],
+    clock: FakeClock
+) -> None:
+    auto = client.post("/refund-request", json={"charge_id": "ch_small", "amount": 2500, "product": "mug"},
+                       headers=intake_headers)
+    waiting = client.post("/refund-request", json={"charge_id": "ch_big", "amount": 15000, "requested_by": "tom"},
+                          headers=intake_headers)
+    clock.advance(timedelta(hours=2))
+    approved = client.post("/approve-refund", json={"pending_id": waiting.get_json()["pending_id"]},
+                           headers=approver_headers)
+    assert (auto.status_code, waiting.status_code, approved.status_code) == (200, 202, 200)
+
+    body = json.loads(invoke(reporting, "report", "daily", "--date", "2026-11-26", "--format", "json").stdout)
+
+    assert body["paths"]["auto_approved"]["amounts"] == [{"amount": 2500, "currency": "usd", "display": "25.00 USD"}]
+    assert body["paths"]["approved"]["amounts"] == [{"amount": 15000, "currency": "usd", "display": "150.00 USD"}]
+    assert (body["refund_kinds"]["partial"]["count"], body["refund_kinds"]["full"]["count"]) == (2, 0)
+    assert body["resolution"]["approved"]["median_seconds"] == 7200
+    assert body["approval_wait"]["median_seconds"] == 7200
+    assert body["approvers"]["maria"]["count"] == 1
+    assert body["agents"]["tom"]["count"] == 1
+    assert [(p["product"], p["refunded_charges"]) for p in body["products"]] == [(None, 1), ("mug", 1)]
