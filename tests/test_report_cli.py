@@ -135,7 +135,7 @@ def test_post_slack_sends_one_message_slack_accepts_with_the_numbers(slack_app: 
 
     assert result.exit_code == 0, result.output
     [message] = slack.wait_for(1)
-    assert message["text"] == "Refunds on 2026-11-25 (UTC): 3 refunds"
+    assert message["text"] == "Refunds on 2026-11-25 (UTC): 3 refunded, 0 rejected or expired, 0 failed"
     texts = "\n".join(b["text"]["text"] for b in message["blocks"] if b["type"] == "section")
     assert "auto-approved: 1 (1,500 JPY)" in texts
     assert "made outside the service: 1 (25.00 EUR)" in texts

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import slack_text
 from ..money import format_money
-from .model import DailyReport, Tally
+from .model import EXECUTED_PATHS, DailyReport, Tally
 from .render import LABELS, money_text, seconds_text
 
 __all__ = ["slack_message"]
@@ -22,7 +22,10 @@ __all__ = ["slack_message"]
 def slack_message(report: DailyReport) -> dict[str, Any]:
     """`{"text": ..., "blocks": [...]}` for `WebhookClient.send`; pure."""
     title = f"Refunds on {report.day.isoformat()} ({report.tz})"
-    processed = sum(t.count for t in report.paths.values())
+    paths = report.paths
+    refunded = sum(t.count for k, t in paths.items() if k in EXECUTED_PATHS)
+    summary = (f"{refunded} refunded, {paths['rejected'].count + paths['expired'].count} rejected or expired, "
+               f"{paths['failed'].count} failed")
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": slack_text.plain(title, slack_text.HEADER_TEXT)}},
         _section("Refunds processed", [f"{LABELS[k]}: {t.count} ({money_text(t)})" for k, t in report.paths.items()]),
@@ -51,7 +54,7 @@ def slack_message(report: DailyReport) -> dict[str, Any]:
             f"{format_money(f.amount, f.currency) if f.amount is not None and f.currency else 'amount unknown'}, "
             f"{slack_text.literal(f.reason, 100)}" for f in report.failures]),
     ]
-    return {"text": slack_text.fit(f"{title}: {processed} refunds", slack_text.FALLBACK_TEXT),
+    return {"text": slack_text.fit(f"{title}: {summary}", slack_text.FALLBACK_TEXT),
             "blocks": blocks[: slack_text.MAX_BLOCKS]}
 
 
