@@ -19,6 +19,7 @@ from flask.cli import AppGroup, with_appcontext
 from slack_sdk.webhook import WebhookClient
 
 from .db import Database
+from .errors import RefundError
 from .notifier import quiet_client_log
 from .reports import DailyReport, daily_report, day_window
 from .reports.render import CSV_HEADER, as_json, csv_rows, table
@@ -82,10 +83,16 @@ def sync_command(since: datetime, zone: str | None) -> None:
     refund rates and fees come from. Safe to run again: nothing is imported twice."""
     start = int(day_window(since.date(), _zone(zone))[0].timestamp())
     stripe, db, now = _stripe(), _database(), _clock()()
-    with click.progressbar(stripe.list_refunds(created_gte=start), label="refunds") as refunds:
-        imported = import_refunds(db, refunds)
-    with click.progressbar(stripe.list_charges(created_gte=start), label="charges") as charges:
-        cached = cache_charges(db, charges, now=now)
+    try:
+        with click.progressbar(stripe.list_refunds(created_gte=start), label="refunds") as refunds:
+            imported = import_refunds(db, refunds)
+        with click.progressbar(stripe.list_charges(created_gte=start), label="charges") as charges:
+            cached = cache_charges(db, charges, now=now)
+    except RefundError as exc:
+        # Each batch is committed as it is read: what came before the failure is kept, and a new run
+        # skips what it already has.
+        raise click.ClickException(f"Stripe: {exc.message} ({exc.code}); what was read before is saved: "
+                                   "run sync again") from None
     click.echo(f"refunds: {imported.seen} listed by Stripe, {imported.new} made outside the service imported")
     click.echo(f"charges: {cached.seen} listed by Stripe, {cached.new} new in the cache")
 

@@ -280,3 +280,41 @@ def test_refunds_made_through_the_api_are_in_that_days_report(
     assert body["approvers"]["maria"]["count"] == 1
     assert body["agents"]["tom"]["count"] == 1
     assert [(p["product"], p["refunded_charges"]) for p in body["products"]] == [(None, 1), ("mug", 1)]
+
+
+def test_sync_interrupted_by_stripe_keeps_what_it_read_and_a_second_run_completes(
+    app: Flask, clock: FakeClock, stripe: StripeStandIn
+) -> None:
+    register(app, clock=clock, stripe=StripeGateway(KEY, api_base=stripe.base_url, max_network_retries=0,
+                                                    timeout_seconds=5))
+    for n in range(250):
+        stripe.add_charge(1000, "usd", created=unix("2026-11-25 08:00") + n)
+    stripe.add_refund(stripe.add_charge(500, "usd", created=unix("2026-11-25 07:00"))["id"],
+                      created=unix("2026-11-25 09:00"))
+    # A fault matches each request in turn: a "delay" of 0 s lets pages 1 and 2 pass, then page 3 fails.
+    stripe.inject("delay", method="GET", path_prefix="/v1/charges", times=2)
+    stripe.inject("error", method="GET", path_prefix="/v1/charges", status=500, times=1)  # page 3 fails
+
+    failed = invoke(app, "sync", "--since", "2026-11-25")
+    again = invoke(app, "sync", "--since", "2026-11-25")
+
+    assert failed.exit_code == 1
+    assert "run sync again" in failed.stderr and "sk_test" not in failed.stderr
+    assert again.exit_code == 0, again.output
+    assert "1 listed by Stripe, 0 made outside the service imported" in again.stdout
+    assert "251 listed by Stripe, 51 new in the cache" in again.stdout
+    with app.extensions["refund_service"].db.read() as conn:
+        assert conn.execute(select(func.count()).select_from(stripe_charges)).scalar() == 251
+        assert conn.execute(select(func.count()).select_from(refund_log)).scalar() == 1
+
+
+def test_the_gateway_lists_what_stripe_made_from_gte_to_before_lt(stripe: StripeStandIn) -> None:
+    gateway = StripeGateway(KEY, api_base=stripe.base_url, timeout_seconds=5)
+    made = [stripe.add_charge(100 + n, "usd", created=unix("2026-11-25 00:00") + n * 3600, fee=n)
+            for n in range(5)]
+
+    listed = list(gateway.list_charges(created_gte=unix("2026-11-25 01:00"), created_lt=unix("2026-11-25 04:00")))
+
+    assert [(c.charge_id, c.amount, c.fee, c.fee_currency) for c in listed] == [
+        (made[n]["id"], 100 + n, n, "usd") for n in (3, 2, 1)]  # newest first, as Stripe lists
+    assert listed[0].created == datetime(2026, 11, 25, 3, tzinfo=UTC)
