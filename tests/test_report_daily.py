@@ -224,3 +224,18 @@ def test_csv_rows_carry_every_figure_with_its_currency(db: Database) -> None:
     assert ("2026-11-26", "UTC", "resolution", "auto_approved", "median_seconds", "", 30.0) in rows
     assert ("2026-11-26", "UTC", "products", "mug", "charges", "", 0) in rows
     assert all(len(row) == 7 for row in rows)
+
+
+@pytest.mark.parametrize(("zone", "first", "hours"), [
+    ("America/Santiago", "2026-09-04", [24, 24, 23, 24]),  # midnight of 6 September does not exist there
+    ("America/Santiago", "2026-04-03", [24, 25, 24, 24]),  # clocks go back at midnight of 5 April
+    ("Australia/Lord_Howe", "2026-04-03", [24, 24, 24.5, 24]),  # a half-hour change, on 5 April
+])
+def test_days_follow_each_other_without_gap_or_overlap_even_where_midnight_moves(
+    zone: str, first: str, hours: list[float]
+) -> None:
+    days = [date.fromisoformat(first) + timedelta(days=n) for n in range(4)]
+    windows = [day_window(day, ZoneInfo(zone)) for day in days]
+
+    assert [(end - start).total_seconds() / 3600 for start, end in windows] == hours
+    assert all(windows[n][1] == windows[n + 1][0] for n in range(3))
