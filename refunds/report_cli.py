@@ -1,14 +1,13 @@
 """`flask --app app report daily | range` and `flask --app app sync`: the daily report in a terminal, as JSON
 or CSV, posted to Slack; and the Stripe data it needs. `register(app)` adds both commands.
 
-The report's zone defaults to REPORT_TZ from the environment (UTC when unset).
+The report's zone defaults to the REPORT_TZ setting (UTC when unset).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -18,6 +17,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from slack_sdk.webhook import WebhookClient
 
+from .config import Settings
 from .db import Database
 from .errors import RefundError
 from .notifier import quiet_client_log
@@ -142,7 +142,8 @@ def _post(report: DailyReport) -> None:
 
 
 def _zone(name: str | None) -> ZoneInfo:
-    key = name or os.environ.get("REPORT_TZ") or "UTC"
+    settings: Settings = current_app.config["SETTINGS"]
+    key = name or settings.report_tz
     try:
         return ZoneInfo(key)
     except (ZoneInfoNotFoundError, ValueError):

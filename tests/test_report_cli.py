@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Iterator
@@ -64,9 +65,10 @@ def test_report_daily_defaults_to_yesterday_in_utc_and_prints_json_numbers(repor
     assert body["resolution"]["approved"]["median_seconds"] == 7200
 
 
-def test_report_tz_moves_the_day_and_its_boundaries(reporting: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_tz_moves_the_day_and_its_boundaries(reporting: Flask) -> None:
     seed(reporting)
-    monkeypatch.setenv("REPORT_TZ", "Asia/Tokyo")  # 23:30 UTC on the 25th is the 26th in Tokyo
+    # REPORT_TZ=Asia/Tokyo: 23:30 UTC on the 25th is the 26th in Tokyo
+    reporting.config["SETTINGS"] = dataclasses.replace(reporting.config["SETTINGS"], report_tz="Asia/Tokyo")
 
     tokyo = json.loads(invoke(reporting, "report", "daily", "--format", "json").stdout)
     paris = json.loads(invoke(reporting, "report", "daily", "--date", "2026-11-25", "--tz", "Europe/Paris",
