@@ -23,6 +23,10 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+__all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "READ_ONLY", "SQLITE_BUSY_TIMEOUT_MS", "Database",
+           "WriterQueue", "alembic_config", "current_revision", "head_revision", "is_read_only",
+           "make_engine", "not_ready", "upgrade"]
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
