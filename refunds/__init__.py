@@ -38,7 +38,7 @@ def create_app(
     malformed setting exits with one line naming the variable. On the embedded SQLite
     default, pending migrations are applied here; PostgreSQL needs `flask --app app db upgrade`.
     """
-    from . import api, approval_pages, cli, http_errors, logs, slack_interactions, webhooks
+    from . import api, approval_pages, cli, http_errors, logs, report_cli, slack_interactions, webhooks
     from .approval_links import ApprovalLinks
     from .db import Database
     from .intake_auth import IntakeAuth
@@ -103,6 +103,7 @@ def create_app(
     app.register_blueprint(slack_interactions.bp)
     http_errors.register(app)
     cli.register(app)
+    report_cli.register(app, clock=clock)
     if settings.worker_in_process:
         _start_worker_on_first_request(app, worker)
     return app

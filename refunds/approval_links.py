@@ -22,6 +22,8 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from .errors import LinkInvalid
 
+__all__ = ["SALT", "ApprovalLinks", "LinkClaims"]
+
 SALT = "refund-approval-link"
 # Keeps fingerprints apart from any other use of the link secret.
 _FINGERPRINT_CONTEXT = b"approval-link-credential:"

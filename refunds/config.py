@@ -84,6 +84,17 @@ def positive(raw: str, name: str) -> float:
     return value
 
 
+def time_zone(raw: str, name: str) -> str:
+    """An IANA time zone name (Europe/Paris, America/New_York, UTC)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{name} must be an IANA time zone such as Europe/Paris or UTC, got {raw!r}") from None
+    return raw
+
+
 def flag(raw: str, name: str) -> bool:
     lowered = raw.lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -253,6 +264,9 @@ class Settings:
         "PENDING_EXPIRE_AFTER", whole_or_off, "seconds before a waiting refund expires (off: never)")] = 72 * 3600
     slack_escalation_mention: Annotated[str, Var(
         "SLACK_ESCALATION_MENTION", text, "who is mentioned when a waiting refund is escalated")] = "<!here>"
+    # The daily report (issue 10).
+    report_tz: Annotated[str, Var(
+        "REPORT_TZ", time_zone, "time zone of the daily report's days and of `sync --since`")] = "UTC"
     # Operations (issue 11): log lines and metrics.
     log_format: Annotated[str, Var(
         "LOG_FORMAT", choice("text", "json"), "text, or json: one JSON object per log line, with the request id"

@@ -23,6 +23,10 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+__all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "READ_ONLY", "SQLITE_BUSY_TIMEOUT_MS", "Database",
+           "WriterQueue", "alembic_config", "current_revision", "head_revision", "is_read_only",
+           "make_engine", "not_ready", "upgrade"]
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -34,7 +38,7 @@ logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 # The newest migration in migrations/versions: what this code needs the schema to be at. Written here so
 # that a start on a migrated database checks one row instead of importing Alembic, which costs each
 # process about 10 MB for as long as it runs. tests/test_startup.py checks it against migrations/.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 log = logging.getLogger(__name__)
 

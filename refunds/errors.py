@@ -5,6 +5,13 @@ They name what went wrong in refund terms; the HTTP layer alone decides status c
 
 from __future__ import annotations
 
+__all__ = ["AlreadyApproved", "ApproverExists", "ApproverNotFound", "ChargeAlreadyRefunded",
+           "ChargeDisputed", "ChargeNotFound", "EventTooEarly", "ExceedsRefundable", "Forbidden",
+           "IdempotencyKeyReused", "IdempotencyMismatch", "InvalidEvent", "InvalidJson", "InvalidRequest",
+           "LinkInvalid", "NotAnApprover", "NotPending", "OverApprovalLimit", "RefundError",
+           "RequestNotFound", "SelfApproval", "StripeMisconfigured", "StripeRefused", "StripeUnavailable",
+           "UnsupportedMediaType"]
+
 
 class RefundError(Exception):
     """Base class: `code` is a stable machine name, `str(exc)` a sentence for a person."""

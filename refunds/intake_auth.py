@@ -19,6 +19,9 @@ from typing import Literal, Protocol
 
 from standardwebhooks import Webhook
 
+__all__ = ["MAX_SIGNATURES", "MIN_SECRET_BYTES", "SECRET_PREFIX", "WEBHOOK_KEY_PREFIX", "Headers",
+           "IntakeAuth", "IntakeCaller", "decode_signing_secret"]
+
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 # A signed request's idempotency key is this prefix and its webhook-id; Idempotency-Key headers may not start so.
 WEBHOOK_KEY_PREFIX = "webhook:"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = ["THREE_DECIMAL", "ZERO_DECIMAL", "Money", "decimals", "format_money"]
+
 # Stripe's zero-decimal currencies: amounts are whole units.
 ZERO_DECIMAL = frozenset(
     "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+__all__ = ["DEMO_APPROVER", "REPLACED", "SANDBOX_DIR", "SANDBOX_STRIPE_KEY", "Sandbox", "SandboxNotRunning",
+           "add_charge", "main", "seed_demo", "start"]
+
 log = logging.getLogger(__name__)
 
 SANDBOX_DIR = Path(__file__).resolve().parent.parent / "sandbox"

@@ -24,6 +24,8 @@ from .logs import JsonFormatter, logging_for
 from .sandbox import SANDBOX_DIR, SANDBOX_STRIPE_KEY, Sandbox
 from .sandbox import start as start_sandbox
 
+__all__ = ["LINK_PATH", "AccessLog", "banner", "main"]
+
 log = logging.getLogger("refunds.serve")
 
 LINK_PATH = re.compile(r"/approval-links/[^/?\s]+")

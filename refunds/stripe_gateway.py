@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import requests
@@ -189,6 +191,35 @@ class StripeGateway:
             )
             raise error from None
 
+    def list_refunds(self, *, created_gte: int, created_lt: int | None = None) -> Iterator[ListedRefund]:
+        """Every refund Stripe made from `created_gte` (Unix seconds) to before `created_lt`, newest first.
+
+        Pages through Stripe's list with stripe-python's auto-pagination (100 a page) as it is iterated;
+        raises the domain exceptions `translate` gives, also mid-way.
+        """
+        params: dict[str, Any] = {"created": _created(created_gte, created_lt), "limit": 100}
+        for refund in self._each("list refunds", self._client.v1.refunds.list, params):
+            yield ListedRefund(RefundInfo.from_stripe(refund), created=_unix(refund["created"]),
+                               reason=refund.get("reason"))
+
+    def list_charges(self, *, created_gte: int, created_lt: int | None = None) -> Iterator[ListedCharge]:
+        """Every charge created from `created_gte` to before `created_lt` (Unix seconds), newest first,
+        each with the fee of its balance transaction (expanded) when Stripe has one. As `list_refunds`."""
+        params: dict[str, Any] = {"created": _created(created_gte, created_lt), "limit": 100,
+                                  "expand": ["data.balance_transaction"]}
+        for charge in self._each("list charges", self._client.v1.charges.list, params):
+            yield ListedCharge.from_stripe(charge)
+
+    def _each(self, what: str, fn: Any, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Each object of a Stripe list, page after page, as plain dicts; a failure as a domain exception."""
+        try:
+            for item in fn(params=params).auto_paging_iter():
+                yield item.to_dict()
+        except stripe.StripeError as exc:
+            error = translate(exc)
+            log.warning("stripe %s failed: %s (%s, http %s)", what, error.code, type(exc).__name__, exc.http_status)
+            raise error from None
+
 
 class _Sessions:
     """One `requests` session per thread, as stripe-python keeps them, that reads the environment once.
@@ -245,3 +276,46 @@ def _error_code(exc: stripe.StripeError) -> str:
     body = exc.json_body if isinstance(exc.json_body, dict) else {}
     error = body.get("error")
     return str(error.get("code") or "") if isinstance(error, dict) else ""
+
+
+@dataclass(frozen=True)
+class ListedRefund:
+    """A refund from Stripe's list: what `RefundInfo` holds, plus when Stripe made it and why."""
+
+    info: RefundInfo
+    created: datetime
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class ListedCharge:
+    """A charge from Stripe's list, for the report's charge cache. `fee` is Stripe's processing fee in
+    `fee_currency` (the balance transaction's), None when Stripe reports none (yet)."""
+
+    charge_id: str
+    created: datetime
+    amount: int
+    amount_refunded: int
+    currency: str
+    product: str | None
+    fee: int | None
+    fee_currency: str | None
+
+    @classmethod
+    def from_stripe(cls, charge: dict[str, Any]) -> ListedCharge:
+        """From a Stripe charge object (a dict), its `balance_transaction` expanded or not."""
+        txn = charge.get("balance_transaction")
+        fee = txn if isinstance(txn, dict) and txn.get("fee") is not None else None
+        product = (charge.get("metadata") or {}).get("product")
+        return cls(charge_id=str(charge["id"]), created=_unix(charge["created"]), amount=int(charge["amount"]),
+                   amount_refunded=int(charge.get("amount_refunded") or 0), currency=str(charge["currency"]).lower(),
+                   product=str(product) if product else None, fee=int(fee["fee"]) if fee else None,
+                   fee_currency=str(fee["currency"]).lower() if fee else None)
+
+
+def _created(gte: int, lt: int | None) -> dict[str, int]:
+    return {"gte": gte} if lt is None else {"gte": gte, "lt": lt}
+
+
+def _unix(seconds: Any) -> datetime:
+    return datetime.fromtimestamp(int(seconds), UTC)

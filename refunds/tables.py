@@ -267,3 +267,27 @@ approver_emails = Table(
     UniqueConstraint("email", name="uq_approver_emails_email"),
 )
 Index("ix_approver_emails_approver_id", approver_emails.c.approver_id)
+
+# What the daily report needs and a query per day can find fast (migration 0005): the day's resolved
+# requests, the day's refunds made outside the service, and the approval queue as it stood at a moment.
+Index("ix_refund_requests_resolved_at", refund_requests.c.resolved_at)
+Index("ix_refund_log_processed_at", refund_log.c.processed_at)
+Index("ix_pending_refunds_decided_at", pending_refunds.c.decided_at)
+
+# Charges as Stripe listed them (`flask --app app sync`), one row per charge: the report counts a
+# product's charges in any window from here, never from Stripe, and finds the fee Stripe kept on a
+# refunded charge (its balance transaction's fee, in that transaction's currency; NULL when unknown).
+stripe_charges = Table(
+    "stripe_charges",
+    metadata,
+    Column("charge_id", String(STRIPE_ID), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("product", String(SHORT_TEXT)),  # the charge's metadata["product"]
+    Column("amount", BigInteger, nullable=False),
+    Column("amount_refunded", BigInteger, nullable=False),
+    Column("currency", String(CURRENCY), nullable=False),
+    Column("fee", BigInteger),
+    Column("fee_currency", String(CURRENCY)),
+    Column("synced_at", UTCDateTime, nullable=False),
+)
+Index("ix_stripe_charges_created_at", stripe_charges.c.created_at, stripe_charges.c.product)

@@ -21,6 +21,9 @@ from .lifecycle import RefundLifecycle
 from .notifier import DeliveryFailed, MessageRefused, Notifier
 from .service import Clock, RefundService, backoff, utcnow
 
+__all__ = ["BUSY_PAUSE_SECONDS", "DELIVERY_RECORD_SECONDS", "MESSAGE_BACKOFF_CAP", "MESSAGE_LEASE",
+           "RETRY_AFTER_CAP", "Worker", "deliver_due"]
+
 log = logging.getLogger(__name__)
 
 MESSAGE_LEASE = timedelta(seconds=60)

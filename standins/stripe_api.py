@@ -12,7 +12,9 @@ key as user name, as in ``curl -u sk_test_standin:``, is accepted too):
   ``metadata[...]``, ``expand[]``)
 * ``GET  /v1/refunds/{id}``
 * ``GET  /v1/refunds?charge=...|payment_intent=...&limit=N`` (newest first,
-  ``starting_after``/``ending_before`` pagination)
+  ``starting_after``/``ending_before`` pagination, ``created[gte|gt|lte|lt]=<unix>`` or ``created=<unix>``)
+* ``GET  /v1/charges`` (the same pagination and ``created`` filters; ``expand[]=data.balance_transaction``
+  gives each charge's fee, for charges added with ``fee=``)
 
 Errors use Stripe's shape ``{"error": {"type", "code", "message", "param", ...}}``
 and status codes, so stripe-python raises the same exception classes as against
@@ -86,11 +88,15 @@ REFUND_CREATE_PARAMS: frozenset[str] = frozenset(
     }
 )
 REFUND_LIST_PARAMS: frozenset[str] = frozenset(
-    {"charge", "payment_intent", "limit", "starting_after", "ending_before", "expand"}
+    {"charge", "payment_intent", "limit", "starting_after", "ending_before", "expand", "created"}
 )
+CHARGE_LIST_PARAMS: frozenset[str] = frozenset(
+    {"customer", "payment_intent", "transfer_group", "limit", "starting_after", "ending_before", "expand", "created"}
+)
+CREATED_FILTERS: frozenset[str] = frozenset({"gt", "gte", "lt", "lte"})
 # object type -> expandable field -> type of the object it expands to
 _EXPANDABLE: dict[str, dict[str, str]] = {
-    "charge": {"payment_intent": "payment_intent"},
+    "charge": {"payment_intent": "payment_intent", "balance_transaction": "balance_transaction"},
     "payment_intent": {"latest_charge": "charge"},
     "refund": {"charge": "charge", "payment_intent": "payment_intent"},
 }
@@ -304,6 +310,7 @@ class StripeStandIn(StandInServerBase):
         self._charges: dict[str, dict[str, Any]] = {}
         self._payment_intents: dict[str, dict[str, Any]] = {}
         self._refunds: dict[str, dict[str, Any]] = {}  # in creation order
+        self._balance_transactions: dict[str, dict[str, Any]] = {}
         self._requests: list[dict[str, Any]] = []
         self._faults: list[_Fault] = []
         # Idempotency keys: results saved, and keys whose first request is still executing ("slow").
@@ -357,6 +364,8 @@ class StripeStandIn(StandInServerBase):
         with_payment_intent: bool = False,
         payment_intent_id: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        created: int | None = None,
+        fee: int | None = None,
     ) -> dict[str, Any]:
         """Create a succeeded charge of ``amount`` minor units and return it.
 
@@ -364,8 +373,9 @@ class StripeStandIn(StandInServerBase):
         pre-refunds part of it (no refund objects are created for that).
         ``with_payment_intent`` (implied by ``payment_intent_id``) also creates a
         succeeded PaymentIntent whose ``latest_charge`` is this charge, and sets
-        the charge's ``payment_intent``. Raises ValueError for invalid amounts or
-        an id that already exists.
+        the charge's ``payment_intent``. ``created`` (Unix seconds) backdates it;
+        ``fee`` gives it a balance transaction with that Stripe fee (in the charge's
+        currency). Raises ValueError for invalid amounts or an id that already exists.
         """
         if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
             raise ValueError(f"amount must be a positive integer, got {amount!r}")
@@ -374,7 +384,7 @@ class StripeStandIn(StandInServerBase):
         if not re.fullmatch(r"[A-Za-z]{3}", currency):
             raise ValueError(f"currency must be a three-letter ISO code, got {currency!r}")
         currency = currency.lower()
-        created = int(time.time())
+        created = int(time.time()) if created is None else created
         with self._lock:
             charge_id = charge_id or _new_id("ch")
             if charge_id in self._charges:
@@ -412,8 +422,59 @@ class StripeStandIn(StandInServerBase):
                 "payment_intent": pi_id,
                 "refunded": amount_refunded == amount,
                 "status": "succeeded",
+                "balance_transaction": self._add_balance_transaction(amount, currency, fee, created),
             }
             return copy.deepcopy(self._charges[charge_id])
+
+    def _add_balance_transaction(self, amount: int, currency: str, fee: int | None, created: int) -> str | None:
+        """The balance transaction of a charge with Stripe's ``fee`` (None: the charge has none). Needs _lock."""
+        if fee is None:
+            return None
+        txn_id = _new_id("txn")
+        self._balance_transactions[txn_id] = {
+            "id": txn_id, "object": "balance_transaction", "amount": amount, "created": created,
+            "currency": currency, "fee": fee, "net": amount - fee, "status": "available", "type": "charge",
+        }
+        return txn_id
+
+    def add_refund(
+        self,
+        charge_id: str,
+        amount: int | None = None,
+        *,
+        created: int | None = None,
+        status: str = "succeeded",
+        reason: str | None = None,
+        failure_reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A refund made outside the API under test (in the Stripe Dashboard), at ``created`` (Unix seconds).
+
+        ``amount`` defaults to what remains; a ``succeeded`` or ``pending`` refund counts against the
+        charge. KeyError for an unknown charge, ValueError for more than remains.
+        """
+        if status not in REFUND_STATUSES:
+            raise ValueError(f"unknown refund status {status!r}")
+        with self._lock:
+            charge = self._charges[charge_id]
+            remaining = charge["amount"] - charge["amount_refunded"]
+            amount = remaining if amount is None else amount
+            if not 0 < amount <= remaining:
+                raise ValueError(f"{amount} does not fit in the {remaining} that remains on {charge_id}")
+            refund = {
+                "id": _new_id("re"), "object": "refund", "amount": amount, "balance_transaction": None,
+                "charge": charge_id, "created": int(time.time()) if created is None else created,
+                "currency": charge["currency"],
+                "failure_reason": (failure_reason or "unknown") if status == "failed" else None,
+                "metadata": dict(metadata or {}), "payment_intent": charge["payment_intent"], "reason": reason,
+                "receipt_number": None, "source_transfer_reversal": None, "status": status,
+                "transfer_reversal": None,
+            }
+            if status not in TERMINAL_UNSUCCESSFUL:
+                charge["amount_refunded"] += amount
+                charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
+            self._refunds[refund["id"]] = refund
+            return copy.deepcopy(refund)
 
     def seed_demo(self) -> list[dict[str, Any]]:
         """Create the demo charges (idempotent) and return them.
@@ -450,6 +511,7 @@ class StripeStandIn(StandInServerBase):
                 "charges": self._charges,
                 "payment_intents": self._payment_intents,
                 "refunds": self._refunds,
+                "balance_transactions": self._balance_transactions,
                 "refund_creations": self._refund_creations,
                 "idempotent": {
                     key: {"fingerprint": saved.fingerprint, "status": saved.reply.status,
@@ -464,6 +526,7 @@ class StripeStandIn(StandInServerBase):
             self._charges = copy.deepcopy(dict(state["charges"]))
             self._payment_intents = copy.deepcopy(dict(state["payment_intents"]))
             self._refunds = copy.deepcopy(dict(state["refunds"]))
+            self._balance_transactions = copy.deepcopy(dict(state.get("balance_transactions", {})))
             self._refund_creations = int(state["refund_creations"])
             self._idempotent.clear()
             for key, saved in state["idempotent"].items():
@@ -476,6 +539,7 @@ class StripeStandIn(StandInServerBase):
             self._charges.clear()
             self._payment_intents.clear()
             self._refunds.clear()
+            self._balance_transactions.clear()
             self._requests.clear()
             self._faults.clear()
             self._idempotent.clear()
@@ -811,6 +875,7 @@ class StripeStandIn(StandInServerBase):
 
     def _route(self, method: str, path: str) -> tuple[Any, tuple[str, ...]] | None:
         routes: list[tuple[str, str, Any]] = [
+            ("GET", r"/v1/charges", self._list_charges),
             ("GET", r"/v1/charges/([^/]+)", self._get_charge),
             ("GET", r"/v1/payment_intents/([^/]+)", self._get_payment_intent),
             ("POST", r"/v1/refunds", self._create_refund),
@@ -855,10 +920,12 @@ class StripeStandIn(StandInServerBase):
         limit = 10 if limit is None else limit
         charge_id = _optional_string(params, "charge")
         pi_id = _optional_string(params, "payment_intent")
+        created = _created_filter(params)
         items = [
             r
-            for r in reversed(self._refunds.values())
+            for r in _newest_first(self._refunds.values())
             if (charge_id is None or r["charge"] == charge_id) and (pi_id is None or r["payment_intent"] == pi_id)
+            and created(r["created"])
         ]
         starting_after = _optional_string(params, "starting_after")
         ending_before = _optional_string(params, "ending_before")
@@ -887,6 +954,19 @@ class StripeStandIn(StandInServerBase):
             "has_more": has_more,
             "url": "/v1/refunds",
         }
+
+    def _list_charges(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``GET /v1/charges``: newest first, ``created`` filters, ``starting_after``/``ending_before``."""
+        _check_params(params, CHARGE_LIST_PARAMS)
+        expand = _expand_paths(params, "charge", in_list=True)
+        limit = _parse_int(params.get("limit"), "limit", minimum=1, maximum=100)
+        created = _created_filter(params)
+        pi_id = _optional_string(params, "payment_intent")
+        items = [c for c in _newest_first(self._charges.values())
+                 if created(c["created"]) and (pi_id is None or c["payment_intent"] == pi_id)]
+        page, has_more = _page(items, params, "charge", 10 if limit is None else limit)
+        return {"object": "list", "data": [self._expanded(c, expand) for c in page], "has_more": has_more,
+                "url": "/v1/charges"}
 
     def _create_refund(self, params: dict[str, Any]) -> dict[str, Any]:
         # Validation first: these refusals are not remembered for idempotency keys.
@@ -993,7 +1073,7 @@ class StripeStandIn(StandInServerBase):
         return result
 
     def _object_by_id(self, object_id: str) -> dict[str, Any] | str:
-        for store in (self._charges, self._payment_intents, self._refunds):
+        for store in (self._charges, self._payment_intents, self._refunds, self._balance_transactions):
             if object_id in store:
                 return copy.deepcopy(store[object_id])
         return object_id
@@ -1128,6 +1208,55 @@ def _expand_paths(params: Mapping[str, Any], object_type: str, *, in_list: bool 
         paths.append(parts)
     return paths
 
+
+def _newest_first(objects: Any) -> list[dict[str, Any]]:
+    """Stripe's list order: newest ``created`` first; among equals, the one made last first."""
+    return sorted(reversed(list(objects)), key=lambda o: -int(o["created"]))
+
+
+def _created_filter(params: Mapping[str, Any]) -> Any:
+    """The ``created`` list filter (``created=<unix>`` or ``created[gte|gt|lte|lt]=<unix>``) as a predicate."""
+    raw = params.get("created")
+    if raw is None:
+        return lambda _: True
+    if isinstance(raw, str):
+        exact = _parse_int(raw, "created")
+        return lambda value: value == exact
+    if not isinstance(raw, dict):
+        raise _validation_error("Invalid hash", code=None, param="created")
+    bounds: dict[str, int] = {}
+    for key, value in raw.items():
+        if key not in CREATED_FILTERS:
+            raise _validation_error(f"Received unknown parameter: created[{key}]", code="parameter_unknown",
+                                    param=f"created[{key}]")
+        number = _parse_int(value, f"created[{key}]")
+        assert number is not None
+        bounds[key] = number
+    checks = {"gt": lambda v, b: v > b, "gte": lambda v, b: v >= b, "lt": lambda v, b: v < b,
+              "lte": lambda v, b: v <= b}
+    return lambda value: all(checks[key](value, bound) for key, bound in bounds.items())
+
+
+def _page(items: list[dict[str, Any]], params: Mapping[str, Any], kind: str,
+          limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """One page of ``items`` after ``starting_after`` or before ``ending_before``, and whether more follow."""
+    starting_after = _optional_string(params, "starting_after")
+    ending_before = _optional_string(params, "ending_before")
+    if starting_after is not None and ending_before is not None:
+        raise _validation_error("You may only specify one of these parameters: ending_before, starting_after.",
+                                code="parameters_exclusive", param="ending_before")
+    ids = [item["id"] for item in items]
+    if starting_after is not None:
+        if starting_after not in ids:
+            raise _missing(kind, starting_after, param="starting_after", status=400)
+        rest = items[ids.index(starting_after) + 1:]
+        return rest[:limit], len(rest) > limit
+    if ending_before is not None:
+        if ending_before not in ids:
+            raise _missing(kind, ending_before, param="ending_before", status=400)
+        rest = items[: ids.index(ending_before)]
+        return rest[-limit:], len(rest) > limit
+    return items[:limit], len(items) > limit
 
 
 class PersistentStripeStandIn(StripeStandIn):

@@ -92,3 +92,10 @@ def test_every_setting_has_a_one_line_help_and_secrets_stay_out_of_the_repr() ->
     for name, var in VARIABLES.items():
         assert var.help and "\n" not in var.help, var.name
         assert (f"{name}=" in repr(settings)) is not var.secret, var.name
+
+
+def test_report_tz_must_be_an_iana_time_zone() -> None:
+    with pytest.raises(ConfigError, match="REPORT_TZ must be an IANA time zone"):
+        load_settings({"STRIPE_SECRET_KEY": "sk_test_x", "INTAKE_TOKEN": "x" * 32, "REPORT_TZ": "Mars/Olympus"})
+    assert load_settings({"STRIPE_SECRET_KEY": "sk_test_x", "INTAKE_TOKEN": "x" * 32,
+                          "REPORT_TZ": "Europe/Paris"}).report_tz == "Europe/Paris"
