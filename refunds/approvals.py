@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from . import approvers, execution, identity, store
+from . import approvers, execution, identity, rules, store
 from .domain import CREDENTIAL_CHANGED, Actor, Context, CredentialCheck, Outcome, WithDecision
 from .errors import (
     AlreadyApproved,
@@ -51,7 +51,7 @@ def approve(ctx: Context, pending_id: int, actor: Actor, *, credential: Credenti
             raise AlreadyApproved(f"{actor.name} already approved pending refund {pending_id}; "
                                   "a second, different approver is needed.")
         names = store.approvers_of(conn, request.id)
-        required = approvals_required(ctx, pending.amount)
+        required = approvals_required(ctx, pending.amount, pending.currency)
         said = f"approval {len(names)} of {required}"
         if len(names) < required:
             return _awaiting_another(conn, request, pending_id, actor, said, now)
@@ -82,9 +82,10 @@ def _awaiting_another(conn: Connection, request: RefundRequest, pending_id: int,
     return Outcome("awaiting_second_approval", request.id, pending_id=pending_id)
 
 
-def approvals_required(ctx: Context, amount: int) -> int:
-    """Two different approvers above the two-person threshold, else one."""
-    return 2 if ctx.two_person_threshold is not None and amount > ctx.two_person_threshold else 1
+def approvals_required(ctx: Context, amount: int, currency: str) -> int:
+    """How many different approvers the policy wants for this refund: two above its currency's two-person
+    threshold, else one (`rules.approvals_required`, as the decision that queued it said)."""
+    return rules.approvals_required(Money(amount, currency), ctx.policy)
 
 
 def reject(ctx: Context, pending_id: int, actor: Actor, note: str | None, *,
