@@ -106,17 +106,20 @@ def decide_in(conn: Connection, ctx: Context, request: RefundRequest, charge: Ch
     facts = _facts(conn, ctx, request, charge, refund, now)
     decision = decide(facts, policy)
     if policy.needs_store_totals:
-        _remember_breaker(conn, request, decision, now)
+        _remember_breaker(conn, request, decision, facts, now)
     return Decided(decision, facts)
 
 
-def _remember_breaker(conn: Connection, request: RefundRequest, decision: Decision, now: datetime) -> None:
+def _remember_breaker(conn: Connection, request: RefundRequest, decision: Decision, facts: Facts,
+                      now: datetime) -> None:
     if decision.breaker_tripped:
         if not policy_store.open_trip(conn):
             policy_store.start_trip(conn, request.id, decision.explanation, now)
             store.enqueue(conn, request_id=request.id, kind=BREAKER_MESSAGE, at=now, payload={
-                "request_id": request.id, "explanation": decision.explanation, "compared": dict(decision.compared),
-                "policy_version": decision.policy_version})
+                "request_id": request.id, "charge_id": facts.charge.charge_id, "amount": facts.refund.amount,
+                "currency": facts.refund.currency, "reason": request.reason, "product": facts.product,
+                "ticket_id": request.ticket_id, "policy_explanation": decision.explanation,
+                "compared": dict(decision.compared), "policy_version": decision.policy_version})
     elif decision.action is Action.AUTO_APPROVE:
         policy_store.end_trip(conn, now)
 
