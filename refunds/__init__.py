@@ -77,7 +77,8 @@ def create_app(
     clock = clock or utcnow
     service = RefundService(db, gateway, policy, clock=clock,
                             execution_lease=timedelta(seconds=settings.execution_lease_seconds),
-                            retry_backoff=timedelta(seconds=settings.retry_backoff_seconds))
+                            retry_backoff=timedelta(seconds=settings.retry_backoff_seconds),
+                            two_person_threshold=settings.two_person_threshold)
     note_policy_version(db, policy, clock())
     lifecycle = RefundLifecycle(db, gateway, clock=clock,
                                 poll_after=timedelta(seconds=settings.refund_poll_after_seconds))
@@ -135,7 +136,7 @@ def _notifier(settings: Settings, db: Database, links: ApprovalLinks | None, pol
     source = None
     if links is not None and settings.slack_approval_links:
         if links.base_url:
-            source = _approval_link_source(db, links, policy)
+            source = _approval_link_source(db, links, policy, settings.two_person_threshold)
         else:
             logging.getLogger(__name__).warning(
                 "SLACK_APPROVAL_LINKS is on but PUBLIC_BASE_URL is not set: Slack messages carry no approval links")
@@ -149,7 +150,8 @@ def _notifier(settings: Settings, db: Database, links: ApprovalLinks | None, pol
     return LogNotifier(**options)
 
 
-def _approval_link_source(db: Database, links: ApprovalLinks, policy: PolicyConfig) -> ApprovalLinkSource:
+def _approval_link_source(db: Database, links: ApprovalLinks, policy: PolicyConfig,
+                          two_person_threshold: int | None) -> ApprovalLinkSource:
     """Made when a message is delivered: a link for each active approver whose limit covers the amount.
 
     Everyone in the channel sees every link, so whoever reads the message can act as any listed
@@ -157,11 +159,11 @@ def _approval_link_source(db: Database, links: ApprovalLinks, policy: PolicyConf
     approve twice.
     """
     from . import approvers
+    from .approvals import required_approvals
     from .money import Money
-    from .rules import approvals_required
 
     def pairs(pending_id: int, amount: int, currency: str) -> list[tuple[str, str]]:
-        if approvals_required(Money(amount, currency), policy) > 1:
+        if required_approvals(policy, two_person_threshold, Money(amount, currency)) > 1:
             return []
         return [(a.name, links.url(pending_id, a.name, amount, currency, credential=a.token_hash))
                 for a in approvers.list_all(db)

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from . import approvers, execution, identity, rules, store
+from . import approvers, deciding, execution, identity, rules, store
 from .domain import CREDENTIAL_CHANGED, Actor, Context, CredentialCheck, Outcome, WithDecision
 from .errors import (
     AlreadyApproved,
@@ -27,7 +27,7 @@ from .records import PendingRefund, RefundRequest
 from .states import PendingStatus, RequestStatus
 from .transition import Message, facts, transition
 
-__all__ = ["approvals_required", "approve", "escalate_and_expire", "reject"]
+__all__ = ["approvals_required", "approve", "escalate_and_expire", "reject", "required_approvals"]
 
 
 def approve(ctx: Context, pending_id: int, actor: Actor, *, credential: CredentialCheck | None = None,
@@ -83,9 +83,18 @@ def _awaiting_another(conn: Connection, request: RefundRequest, pending_id: int,
 
 
 def approvals_required(ctx: Context, amount: int, currency: str) -> int:
-    """How many different approvers the policy wants for this refund: two above its currency's two-person
-    threshold, else one (`rules.approvals_required`, as the decision that queued it said)."""
-    return rules.approvals_required(Money(amount, currency), ctx.policy)
+    """How many different approvers this refund needs: see `required_approvals`."""
+    return required_approvals(ctx.policy, ctx.two_person_threshold, Money(amount, currency))
+
+
+def required_approvals(policy: rules.PolicyConfig, two_person_threshold: int | None, refund: Money) -> int:
+    """Two above the refund's currency's two-person threshold in the policy, else one (`rules.approvals_required`).
+    Under the article's policy (no POLICY_FILE), TWO_PERSON_THRESHOLD also holds, as a bare number, for the
+    currencies that policy has no threshold for, as it did for every currency before: never fewer approvers."""
+    required = rules.approvals_required(refund, policy)
+    legacy = not deciding.from_file(policy) and refund.currency not in policy.spec.thresholds \
+        and two_person_threshold is not None and refund.amount > two_person_threshold
+    return max(required, 2 if legacy else 1)
 
 
 def reject(ctx: Context, pending_id: int, actor: Actor, note: str | None, *,

@@ -72,14 +72,14 @@ def from_file(policy: PolicyConfig) -> bool:
     return policy.source != DEFAULT_SOURCE
 
 
-def _facts(conn: Connection | None, ctx: Context, request: RefundRequest, charge: ChargeInfo, refund: Money,
+def _facts(conn: Connection, ctx: Context, request: RefundRequest, charge: ChargeInfo, refund: Money,
            now: datetime) -> Facts:
     policy = ctx.policy
     customer = customer_identity(charge.customer_id, charge.email or request.customer_email, charge.card_fingerprint)
     recent = last_hour = last_day = Recent()
-    if conn is not None and customer is not None and policy.customer_window is not None:
+    if customer is not None and policy.customer_window is not None:
         recent = policy_store.customer_recent(conn, customer[:CUSTOMER_KEY], now - policy.customer_window, request.id)
-    if conn is not None and policy.needs_store_totals:
+    if policy.needs_store_totals:
         last_hour, last_day = policy_store.auto_approved_since(conn, now - LAST_HOUR, now - LAST_DAY, request.id)
     return Facts(
         refund=refund,

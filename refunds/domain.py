@@ -97,4 +97,5 @@ class Context(Protocol):
     clock: Clock
     execution_lease: timedelta
     retry_backoff: timedelta
+    two_person_threshold: int | None  # TWO_PERSON_THRESHOLD; see `approvals.required_approvals`
     duplicate_wait_seconds: float

@@ -51,6 +51,7 @@ class RefundService:
         clock: Clock = utcnow,
         execution_lease: timedelta = timedelta(seconds=120),
         retry_backoff: timedelta = timedelta(seconds=5),
+        two_person_threshold: int | None = None,
         duplicate_wait_seconds: float = 15.0,
     ) -> None:
         self.db = db
@@ -59,6 +60,7 @@ class RefundService:
         self.clock = clock
         self.execution_lease = execution_lease
         self.retry_backoff = retry_backoff
+        self.two_person_threshold = two_person_threshold
         self.duplicate_wait_seconds = duplicate_wait_seconds
 
     def request_refund(self, command: RefundCommand, *, idempotency_key: str | None = None,

@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from refunds import create_app
+from refunds.approvers import add as add_approver
 from refunds.tables import outbox, pending_refunds, policy_events, refund_requests
 from tests.conftest import make_settings, run_worker
 from tests.fakes import FakeClock, FakeGateway, FakeNotifier
@@ -246,3 +247,23 @@ def test_a_bad_policy_file_stops_start_up_naming_the_file_and_the_key(
         create_app(make_settings(database_url, policy_file=str(path)))
     assert str(stopped.value) == (f"configuration error: POLICY_FILE: {path}: thresholds.usd.auto_aprove: "
                                   "is not a known key (a misspelling?) (and 1 more problem)")
+
+
+def test_without_a_policy_file_two_person_threshold_still_holds_in_other_currencies(
+    database_url: str, gateway: FakeGateway, notifier: FakeNotifier, clock: FakeClock, intake_headers: dict[str, str]
+) -> None:
+    app = create_app(make_settings(database_url, two_person_threshold=10_000), gateway=gateway, notifier=notifier,
+                     clock=clock)
+    try:
+        if not database_url.startswith("sqlite"):
+            app.extensions["refund_service"].db.upgrade()
+        gateway.add_charge("ch_eur", 20_000, currency="eur")
+        queued = ask(app, intake_headers, charge_id="ch_eur", amount=15_000)
+        assert queued.get_json()["rule"] == "currency"
+        token = add_approver(app.extensions["refund_service"].db, "maria", clock())
+        first = app.test_client().post("/approve-refund", json={"pending_id": queued.get_json()["pending_id"]},
+                                       headers={"Authorization": f"Bearer {token}"})
+        assert first.get_json()["status"] == "awaiting_second_approval"
+        assert gateway.refunds == []
+    finally:
+        app.extensions["refund_service"].db.dispose()
