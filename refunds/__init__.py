@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .db import Database
     from .domain import Clock
     from .notifier import ApprovalLinkSource, Notifier
+    from .rules import PolicyConfig
     from .stripe_gateway import RefundGateway
     from .worker import Worker
 
@@ -45,7 +46,7 @@ def create_app(
     from .lifecycle import RefundLifecycle
     from .metrics import Metrics, instrument_gateway
     from .metrics import register as register_metrics
-    from .policy import Policy
+    from .policy_events import note_policy_version
     from .service import RefundService, utcnow
     from .stripe_gateway import StripeGateway
     from .worker import Worker
@@ -56,6 +57,10 @@ def create_app(
         except ConfigError as exc:
             raise SystemExit(f"configuration error: {exc}") from None
     logs.configure(settings.log_format)
+    try:
+        policy = settings.policy()
+    except ConfigError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
 
     db = Database(settings.database_url)
     migrated = db.upgrade() if settings.is_sqlite else []
@@ -70,15 +75,16 @@ def create_app(
                            base_url=settings.public_base_url)
              if settings.approval_link_secret else None)
     if notifier is None:
-        notifier = _notifier(settings, db, links)
+        notifier = _notifier(settings, db, links, policy)
     clock = clock or utcnow
     metrics = Metrics(db, clock)
     # The one place Stripe calls are measured: every use case gets the gateway through here.
     gateway = instrument_gateway(gateway, metrics)
-    service = RefundService(db, gateway, Policy(settings.auto_approve_threshold), clock=clock,
+    service = RefundService(db, gateway, policy, clock=clock,
                             execution_lease=timedelta(seconds=settings.execution_lease_seconds),
                             retry_backoff=timedelta(seconds=settings.retry_backoff_seconds),
                             two_person_threshold=settings.two_person_threshold)
+    note_policy_version(db, policy, clock())
     lifecycle = RefundLifecycle(db, gateway, clock=clock,
                                 poll_after=timedelta(seconds=settings.refund_poll_after_seconds))
     worker = Worker(service, lifecycle, notifier, poll_seconds=settings.worker_poll_seconds,
@@ -129,7 +135,7 @@ def _start_worker_on_first_request(app: Flask, worker: Worker) -> None:
                 started = True
 
 
-def _notifier(settings: Settings, db: Database, links: ApprovalLinks | None) -> Notifier:
+def _notifier(settings: Settings, db: Database, links: ApprovalLinks | None, policy: PolicyConfig) -> Notifier:
     """Slack (or the log when SLACK_WEBHOOK_URL is unset). With SLACK_APPROVAL_LINKS on, messages
     also carry one approval link per approver (needs APPROVAL_LINK_SECRET and PUBLIC_BASE_URL: a
     link without a host is no use in Slack)."""
@@ -138,7 +144,7 @@ def _notifier(settings: Settings, db: Database, links: ApprovalLinks | None) -> 
     source = None
     if links is not None and settings.slack_approval_links:
         if links.base_url:
-            source = _approval_link_source(db, links, settings.two_person_threshold)
+            source = _approval_link_source(db, links, policy, settings.two_person_threshold)
         else:
             logging.getLogger(__name__).warning(
                 "SLACK_APPROVAL_LINKS is on but PUBLIC_BASE_URL is not set: Slack messages carry no approval links")
@@ -152,7 +158,8 @@ def _notifier(settings: Settings, db: Database, links: ApprovalLinks | None) -> 
     return LogNotifier(**options)
 
 
-def _approval_link_source(db: Database, links: ApprovalLinks, two_person_threshold: int | None) -> ApprovalLinkSource:
+def _approval_link_source(db: Database, links: ApprovalLinks, policy: PolicyConfig,
+                          two_person_threshold: int | None) -> ApprovalLinkSource:
     """Made when a message is delivered: a link for each active approver whose limit covers the amount.
 
     Everyone in the channel sees every link, so whoever reads the message can act as any listed
@@ -160,9 +167,11 @@ def _approval_link_source(db: Database, links: ApprovalLinks, two_person_thresho
     approve twice.
     """
     from . import approvers
+    from .approvals import required_approvals
+    from .money import Money
 
     def pairs(pending_id: int, amount: int, currency: str) -> list[tuple[str, str]]:
-        if two_person_threshold is not None and amount > two_person_threshold:
+        if required_approvals(policy, two_person_threshold, Money(amount, currency)) > 1:
             return []
         return [(a.name, links.url(pending_id, a.name, amount, currency, credential=a.token_hash))
                 for a in approvers.list_all(db)

@@ -29,6 +29,7 @@ from .responses import (
     ApproverList,
     AutoApproved,
     AwaitingSecondApproval,
+    DryRun,
     Health,
     NewApprover,
     PendingPage,
@@ -153,7 +154,7 @@ def _unfinished(outcome: Outcome) -> Response:
     (failed) the error, naming the request."""
     if outcome.status == "processing":
         return respond(Processing.of(outcome), 202)
-    assert outcome.status == "failed" and outcome.error is not None
+    assert outcome.status in ("failed", "refused") and outcome.error is not None
     return error_answer(outcome.error.code, outcome.error.message, request_id=outcome.request_id)
 
 
@@ -162,7 +163,10 @@ def _unfinished(outcome: Outcome) -> Response:
 def refund_request() -> Response:
     body = _parse(RefundRequestBody)
     key = _intake_idempotency_key(g.intake)
-    outcome = _service().request_refund(RefundCommand(**body.model_dump()), idempotency_key=key,
+    fields = body.model_dump(exclude={"dry_run"})
+    if body.dry_run:  # changes nothing, so it needs no idempotency: the key is checked, never stored
+        return respond(DryRun.model_validate(_service().dry_run(RefundCommand(**fields)), from_attributes=True))
+    outcome = _service().request_refund(RefundCommand(**fields), idempotency_key=key,
                                         channel="signed" if g.intake.channel == "signed" else "api")
     if outcome.status == "pending_approval":
         return respond(Queued.of(outcome), 202)

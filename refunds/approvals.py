@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from . import approvers, execution, identity, store
+from . import approvers, deciding, execution, identity, rules, store
 from .domain import CREDENTIAL_CHANGED, Actor, Context, CredentialCheck, Outcome, WithDecision
 from .errors import (
     AlreadyApproved,
@@ -27,7 +27,7 @@ from .records import PendingRefund, RefundRequest
 from .states import PendingStatus, RequestStatus
 from .transition import Message, facts, transition
 
-__all__ = ["approvals_required", "approve", "escalate_and_expire", "reject"]
+__all__ = ["approvals_required", "approve", "escalate_and_expire", "reject", "required_approvals"]
 
 
 def approve(ctx: Context, pending_id: int, actor: Actor, *, credential: CredentialCheck | None = None,
@@ -51,7 +51,7 @@ def approve(ctx: Context, pending_id: int, actor: Actor, *, credential: Credenti
             raise AlreadyApproved(f"{actor.name} already approved pending refund {pending_id}; "
                                   "a second, different approver is needed.")
         names = store.approvers_of(conn, request.id)
-        required = approvals_required(ctx, pending.amount)
+        required = approvals_required(ctx, pending.amount, pending.currency)
         said = f"approval {len(names)} of {required}"
         if len(names) < required:
             return _awaiting_another(conn, request, pending_id, actor, said, now)
@@ -82,9 +82,19 @@ def _awaiting_another(conn: Connection, request: RefundRequest, pending_id: int,
     return Outcome("awaiting_second_approval", request.id, pending_id=pending_id)
 
 
-def approvals_required(ctx: Context, amount: int) -> int:
-    """Two different approvers above the two-person threshold, else one."""
-    return 2 if ctx.two_person_threshold is not None and amount > ctx.two_person_threshold else 1
+def approvals_required(ctx: Context, amount: int, currency: str) -> int:
+    """How many different approvers this refund needs: see `required_approvals`."""
+    return required_approvals(ctx.policy, ctx.two_person_threshold, Money(amount, currency))
+
+
+def required_approvals(policy: rules.PolicyConfig, two_person_threshold: int | None, refund: Money) -> int:
+    """Two above the refund's currency's two-person threshold in the policy, else one (`rules.approvals_required`).
+    Under the article's policy (no POLICY_FILE), TWO_PERSON_THRESHOLD also holds, as a bare number, for the
+    currencies that policy has no threshold for, as it did for every currency before: never fewer approvers."""
+    required = rules.approvals_required(refund, policy)
+    legacy = not deciding.from_file(policy) and refund.currency not in policy.spec.thresholds \
+        and two_person_threshold is not None and refund.amount > two_person_threshold
+    return max(required, 2 if legacy else 1)
 
 
 def reject(ctx: Context, pending_id: int, actor: Actor, note: str | None, *,

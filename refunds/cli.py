@@ -16,6 +16,7 @@ from .db import current_revision
 from .errors import RefundError
 from .limits import SLACK_USER_ID_PATTERN
 from .money import Money
+from .policy_cli import policy_cli
 from .service import Actor, RefundService, utcnow
 
 db_cli = AppGroup("db", help="Database schema.")
@@ -222,3 +223,4 @@ def register(app: Flask) -> None:
     app.cli.add_command(audit_command)
     app.cli.add_command(approve_command)
     app.cli.add_command(reject_command)
+    app.cli.add_command(policy_cli)

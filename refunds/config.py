@@ -14,9 +14,12 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 from .intake_auth import decode_signing_secret
+
+if TYPE_CHECKING:
+    from .rules import PolicyConfig
 
 __all__ = ["DEFAULT_DATABASE_URL", "VARIABLES", "ConfigError", "Settings", "Var", "load_settings", "read_dotenv"]
 
@@ -134,6 +137,23 @@ def choice(*options: str) -> Parse:
         return raw.lower()
 
     return parse
+def policy_file(raw: str, name: str) -> str:
+    """A path to a policy file that reads and validates (`rules.load_policy`); the error is the policy's one line
+    naming the file, the key and what is wrong."""
+    from .rules import PolicyError, load_policy
+
+    try:
+        load_policy(raw)
+    except PolicyError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return raw
+
+
+def currency_code(raw: str, name: str) -> str:
+    """A currency code of 3 letters (lowercased)."""
+    if not re.fullmatch(r"[A-Za-z]{3}", raw):
+        raise ConfigError(f"{name} must be a currency code of 3 letters, like usd, got {raw!r}")
+    return raw.lower()
 
 
 def stripe_key(raw: str, name: str) -> str:
@@ -216,7 +236,15 @@ class Settings:
     stripe_timeout_seconds: Annotated[float, Var(
         "STRIPE_TIMEOUT_SECONDS", positive, "seconds before a Stripe call times out")] = 20.0
     auto_approve_threshold: Annotated[int, Var(
-        "AUTO_APPROVE_THRESHOLD", whole(0), "refunds at or under this many minor units execute at once")] = 5000
+        "AUTO_APPROVE_THRESHOLD", whole(0), "without POLICY_FILE: refunds at or under this many minor units of "
+        "AUTO_APPROVE_CURRENCY execute at once")] = 5000
+    auto_approve_currency: Annotated[str, Var(
+        "AUTO_APPROVE_CURRENCY", currency_code, "without POLICY_FILE: the one currency auto-approved; others go to "
+        "review")] = "usd"
+    # Issue 9: the refund policy file (TOML); unset: the article's policy, from the two settings above.
+    policy_file: Annotated[str | None, Var(
+        "POLICY_FILE", policy_file, "the refund policy (TOML, see deploy/policy.example.toml); unset: one threshold"
+    )] = None
     slack_webhook_url: Annotated[str | None, Var(
         "SLACK_WEBHOOK_URL", url("https://", "http://"), "Slack incoming webhook; unset: notifications only logged",
         secret=True)] = None
@@ -278,6 +306,18 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def policy(self) -> PolicyConfig:
+        """The refund policy: POLICY_FILE's, else the article's (AUTO_APPROVE_THRESHOLD in AUTO_APPROVE_CURRENCY,
+        TWO_PERSON_THRESHOLD in that currency). Raises ConfigError with the policy's one-line problem."""
+        from .rules import PolicyError, default_policy, load_policy
+
+        try:
+            if self.policy_file is not None:
+                return load_policy(self.policy_file)
+            return default_policy(self.auto_approve_threshold, self.auto_approve_currency, self.two_person_threshold)
+        except PolicyError as exc:
+            raise ConfigError(f"POLICY_FILE: {exc}" if self.policy_file else str(exc)) from None
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)

@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 
 from .db import Database
 from .errors import RefundError
-from .policy import Policy
+from .rules import PolicyConfig
 from .stripe_gateway import RefundGateway
 
 __all__ = ["CREDENTIAL_CHANGED", "INTAKE", "Actor", "Clock", "Context", "CredentialCheck", "Outcome",
@@ -60,7 +60,8 @@ class Outcome:
     """Where a request stands after a call.
 
     `status` is one of: auto_approved, pending_approval, awaiting_second_approval, approved, rejected,
-    succeeded, processing, failed. For failed, `error` is the domain exception that explains why.
+    succeeded, processing, failed, refused. For failed and refused, `error` is the domain exception that explains
+    why. At intake, `rule`, `explanation` and `policy_version` say how the policy decided (None before it did).
     """
 
     status: str
@@ -68,6 +69,9 @@ class Outcome:
     pending_id: int | None = None
     refund_id: str | None = None
     error: RefundError | None = None
+    rule: str | None = None
+    explanation: str | None = None
+    policy_version: str | None = None
 
 
 # Given the acting approver's current token hash, True if the action was authorised with that credential
@@ -81,7 +85,7 @@ CREDENTIAL_CHANGED = "This approval link belongs to someone who is no longer an 
 
 
 class Context(Protocol):
-    """What every use case runs on: the database, Stripe, the policy, a clock and the timings.
+    """What every use case runs on: the database, Stripe, the policy (`rules.PolicyConfig`), a clock and the timings.
 
     `service.RefundService` is the one implementation; the use cases read these attributes at each
     call, so a test may swap the clock on a live service.
@@ -89,9 +93,9 @@ class Context(Protocol):
 
     db: Database
     gateway: RefundGateway
-    policy: Policy
+    policy: PolicyConfig
     clock: Clock
     execution_lease: timedelta
     retry_backoff: timedelta
-    two_person_threshold: int | None
+    two_person_threshold: int | None  # TWO_PERSON_THRESHOLD; see `approvals.required_approvals`
     duplicate_wait_seconds: float

@@ -44,6 +44,22 @@ class ChargeDisputed(RefundError):
     code = "charge_disputed"
 
 
+class RefusedByPolicy(RefundError):
+    """The policy file refused the request; the message is the decision's explanation."""
+
+    code = "refused_by_policy"
+
+
+class DuplicatePending(RefundError):
+    """The charge already has a refund waiting for approval (named in the message)."""
+
+    code = "duplicate_pending"
+
+    def __init__(self, message: str, *, pending_id: int) -> None:
+        super().__init__(message)
+        self.pending_id = pending_id
+
+
 class StripeRefused(RefundError):
     """Stripe refused the refund for good; `code` is Stripe's own error code."""
 

@@ -15,9 +15,18 @@ from sqlalchemy import Connection
 from . import store
 from .db import Database
 from .domain import Context, Outcome
-from .errors import IdempotencyKeyReused, RefundError, RequestNotFound, StripeMisconfigured, StripeUnavailable
+from .errors import (
+    IdempotencyKeyReused,
+    InvalidRequest,
+    RefundError,
+    RequestNotFound,
+    StripeMisconfigured,
+    StripeUnavailable,
+)
 from .policy import Action
 from .records import RefundRequest
+from .rules import stripe_reason
+from .rules.schema import STRIPE_REASONS
 from .states import RequestStatus
 from .stripe_gateway import RefundInfo, RefundParams
 from .transition import LostRace, Message, transition
@@ -117,7 +126,8 @@ def _create_refund(ctx: Context, request: RefundRequest) -> RefundInfo:
     if request.ticket_id:
         metadata["ticket_id"] = str(request.ticket_id)[:500]
     params = RefundParams(charge_id=planned.charge_id, payment_intent_id=request.payment_intent_id,
-                          amount=planned.amount, reason=request.reason, idempotency_key=planned.idempotency_key,
+                          amount=planned.amount, reason=_stripe_reason(ctx, request.reason),
+                          idempotency_key=planned.idempotency_key,
                           metadata=metadata)
     try:
         return ctx.gateway.create_refund(params)
@@ -139,6 +149,15 @@ def _create_refund(ctx: Context, request: RefundRequest) -> RefundInfo:
     log.warning("refund request %s: Stripe refused its key as used with other parameters; recording %s, "
                 "the refund that first use made", request.id, found.refund_id)
     return found
+
+
+def _stripe_reason(ctx: Context, reason: str) -> str:
+    """The reason Stripe is sent: the policy's mapping; for a reason a changed policy no longer lists, itself
+    when Stripe knows it, else `requested_by_customer`."""
+    try:
+        return stripe_reason(reason, ctx.policy)
+    except InvalidRequest:
+        return reason if reason in STRIPE_REASONS else "requested_by_customer"
 
 
 def fail(ctx: Context, request: RefundRequest, error: RefundError) -> Outcome:

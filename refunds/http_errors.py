@@ -36,6 +36,8 @@ STATUS_BY_CODE = {
     "amount_exceeds_refundable": 409,
     "charge_disputed": 409,
     "idempotency_mismatch": 422,
+    "refused_by_policy": 422,
+    "duplicate_pending": 409,
     "stripe_unavailable": 502,
     "stripe_misconfigured": 502,
 }

@@ -16,36 +16,43 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from . import execution, store
+from . import deciding, execution, store
+from .deciding import Decided
 from .domain import INTAKE, Context, Outcome, RefundCommand
 from .errors import (
     ChargeAlreadyRefunded,
     ChargeDisputed,
+    DuplicatePending,
     ExceedsRefundable,
     IdempotencyMismatch,
     RefundError,
+    RefusedByPolicy,
     StripeMisconfigured,
     StripeUnavailable,
 )
 from .money import Money
-from .policy import Action, Decision, decide
+from .policy import Action
 from .records import RefundRequest
+from .rules import ChargeFacts, check_reason, refundable_amount
 from .states import IN_FLIGHT, PendingStatus, RequestStatus
 from .stripe_gateway import ChargeInfo
 from .transition import LostRace, Message, transition
 
-__all__ = ["advance", "advance_by_id", "check_refundable", "request_refund", "retry_due"]
+__all__ = ["advance", "advance_by_id", "check_refundable", "new_request", "read_charge", "request_refund",
+           "retry_due"]
 
 
 def request_refund(ctx: Context, command: RefundCommand, *, idempotency_key: str | None = None,
                    channel: str = "api") -> Outcome:
     """Accept a refund request: record it, read the charge, then execute it or queue it.
 
-    Raises IdempotencyMismatch. Returns auto_approved, pending_approval, processing (Stripe is retried
-    in the background) or failed (with the reason: charge_not_found, charge_already_refunded,
-    amount_exceeds_refundable, charge_disputed, or Stripe's code). A known `idempotency_key` gets the
-    answer its first use got, or where that request got to since.
+    Raises IdempotencyMismatch, or InvalidRequest for a reason the policy does not list (nothing recorded).
+    Returns auto_approved, pending_approval, processing (Stripe is retried in the background), refused (the
+    policy refused it: refused_by_policy with the explanation) or failed (with the reason: charge_not_found,
+    charge_already_refunded, amount_exceeds_refundable, charge_disputed, duplicate_pending, or Stripe's code).
+    A known `idempotency_key` gets the answer its first use got, or where that request got to since.
     """
+    check_reason(command.reason, ctx.policy)
     fingerprint = command.fingerprint()
     if idempotency_key is not None:
         replay = _replay(ctx, idempotency_key, fingerprint)
@@ -64,19 +71,17 @@ def request_refund(ctx: Context, command: RefundCommand, *, idempotency_key: str
     return dataclasses.replace(outcome, status="auto_approved") if outcome.status == "succeeded" else outcome
 
 
+def _explained(outcome: Outcome, request: RefundRequest) -> Outcome:
+    """`outcome` with how the policy decided `request` (as written when it was decided)."""
+    return dataclasses.replace(outcome, rule=request.policy_rule, explanation=request.policy_explanation,
+                               policy_version=request.policy_version)
+
+
 def _receive(ctx: Context, command: RefundCommand, fingerprint: str, idempotency_key: str | None,
              channel: str) -> RefundRequest:
     """Record the request (status received, leased to us) with its audit row; returns it as written."""
-    now = ctx.clock()
-    received = RefundRequest(
-        id=0, idempotency_key=idempotency_key, body_fingerprint=fingerprint, charge_id=command.charge_id,
-        payment_intent_id=command.payment_intent_id, requested_amount=command.amount, amount=None, currency=None,
-        reason=command.reason, product=command.product, customer_email=command.customer_email,
-        ticket_id=command.ticket_id, note=command.note, status=RequestStatus.RECEIVED, decision=None,
-        policy_explanation=None, requested_by=command.requested_by or INTAKE.name, stripe_idempotency_key=None,
-        stripe_refund_id=None, error_code=None, error_message=None, created_at=now, updated_at=now,
-        execution_started_at=None, resolved_at=None, attempts=0, next_attempt_at=now + ctx.execution_lease,
-    )
+    received = new_request(ctx, command, fingerprint, idempotency_key)
+    now = received.created_at
     values = received.as_dict()
     del values["id"]
     with ctx.db.transaction() as conn:
@@ -91,6 +96,20 @@ def _receive(ctx: Context, command: RefundCommand, fingerprint: str, idempotency
     return dataclasses.replace(received, id=request_id, stripe_idempotency_key=key)
 
 
+def new_request(ctx: Context, command: RefundCommand, fingerprint: str, idempotency_key: str | None) -> RefundRequest:
+    """The row a new request is recorded as (id 0 until inserted), received now and leased to the caller."""
+    now = ctx.clock()
+    return RefundRequest(
+        id=0, idempotency_key=idempotency_key, body_fingerprint=fingerprint, charge_id=command.charge_id,
+        payment_intent_id=command.payment_intent_id, requested_amount=command.amount, amount=None, currency=None,
+        reason=command.reason, product=command.product, customer_email=command.customer_email,
+        ticket_id=command.ticket_id, note=command.note, status=RequestStatus.RECEIVED, decision=None,
+        policy_explanation=None, requested_by=command.requested_by or INTAKE.name, stripe_idempotency_key=None,
+        stripe_refund_id=None, error_code=None, error_message=None, created_at=now, updated_at=now,
+        execution_started_at=None, resolved_at=None, attempts=0, next_attempt_at=now + ctx.execution_lease,
+    )
+
+
 def advance(ctx: Context, request: RefundRequest) -> Outcome:
     """Take a request in flight one step further: assess it if received, then execute it if executing.
 
@@ -102,8 +121,8 @@ def advance(ctx: Context, request: RefundRequest) -> Outcome:
             return assessed
         request = assessed
     if request.status is RequestStatus.EXECUTING:
-        return execution.execute(ctx, request)
-    return execution.execution_outcome(request, success="succeeded")
+        return _explained(execution.execute(ctx, request), request)
+    return _explained(execution.execution_outcome(request, success="succeeded"), request)
 
 
 def advance_by_id(ctx: Context, request_id: int) -> None:
@@ -131,28 +150,47 @@ def retry_due(ctx: Context, limit: int = 20) -> int:
     return len(due)
 
 
-def _assess(ctx: Context, request: RefundRequest) -> RefundRequest | Outcome:
-    """Read the charge, check what Stripe would refuse, apply the policy, reserve the money.
+def read_charge(ctx: Context, request: RefundRequest) -> tuple[ChargeInfo, Money]:
+    """The request's charge from Stripe and the refund it allows. Raises what Stripe would refuse (ChargeNotFound,
+    ChargeAlreadyRefunded, ExceedsRefundable; ChargeDisputed when the policy refuses disputed charges, as the
+    article's does) and StripeUnavailable or StripeMisconfigured (transient)."""
+    charge = ctx.gateway.get_charge(charge_id=request.charge_id if not request.payment_intent_id else None,
+                                    payment_intent_id=request.payment_intent_id,
+                                    early_fraud_warnings=deciding.from_file(ctx.policy))
+    if charge.disputed and ctx.policy.spec.disputes.disputed == "refuse":
+        # The policy's `disputed` rule, asked first as before: Stripe would refuse the refund anyway.
+        raise ChargeDisputed(f"Charge {charge.charge_id} is disputed; it cannot be refunded while the dispute is open.")
+    facts = ChargeFacts(charge.charge_id, charge.amount, charge.amount_refunded, charge.currency,
+                        charge.created_at or ctx.clock())
+    return charge, Money(refundable_amount(facts, request.requested_amount), charge.currency)
 
-    Returns the request moved to executing, or the outcome when it goes no further now.
+
+def _assess(ctx: Context, request: RefundRequest) -> RefundRequest | Outcome:
+    """Read the charge, check what Stripe would refuse, decide under the policy, reserve the money.
+
+    The decision is made in the transaction that reserves and routes (see `deciding`). Returns the request moved
+    to executing, or the outcome when it goes no further now.
     """
     try:
-        charge = ctx.gateway.get_charge(charge_id=request.charge_id if not request.payment_intent_id else None,
-                                        payment_intent_id=request.payment_intent_id)
-        amount = check_refundable(charge, request.requested_amount)
+        charge, refund = read_charge(ctx, request)
     except (StripeUnavailable, StripeMisconfigured) as exc:
         return execution.retry_later(ctx, request, exc)
     except RefundError as exc:
         return execution.fail(ctx, request, exc)
-    refund = Money(amount, charge.currency)
-    decision = decide(refund, ctx.policy)
+    amount = refund.amount
     now = ctx.clock()
     try:
         with ctx.db.transaction() as conn:
             store.note_charge(conn, charge_id=charge.charge_id, currency=charge.currency, amount=charge.amount,
                               stripe_refunded=charge.amount_refunded, at=now)
-            if decision.action is not Action.AUTO_APPROVE or store.reserve(conn, charge.charge_id, amount, now):
-                return _route(ctx, conn, request, charge, refund, decision, now)
+            decided = deciding.decide_in(conn, ctx, request, charge, refund, now)
+            if decided.decision.action is Action.REFUSE:
+                return _refuse(conn, request, charge, refund, decided, now)
+            if decided.decision.action is not Action.AUTO_APPROVE \
+                    or store.reserve(conn, charge.charge_id, amount, now):
+                return _route(ctx, conn, request, charge, refund, decided, now)
+    except DuplicatePending as exc:
+        return execution.fail(ctx, request, exc)
     except (LostRace, IntegrityError):
         # Another worker assessed it meanwhile (it moved the request, or queued it first: one queue entry
         # per request); our transaction rolled back. Answer as the request stands.
@@ -162,17 +200,32 @@ def _assess(ctx: Context, request: RefundRequest) -> RefundRequest | Outcome:
         " once the refunds already in progress are counted."))
 
 
+def _refuse(conn: Connection, request: RefundRequest, charge: ChargeInfo, refund: Money, decided: Decided,
+            now: datetime) -> Outcome:
+    """The policy refused the request: it ends `refused`, with the decision stored; Stripe never sees it. Slack
+    is told only when the support tool was answered `processing` before (it would not know otherwise)."""
+    error = RefusedByPolicy(decided.decision.explanation)
+    message = Message("failed", {"error_code": error.code, "error_message": error.message}) \
+        if request.attempts > 0 else None
+    transition(conn, request, RequestStatus.REFUSED, at=now, actor="policy", channel="api",
+               action=decided.decision.action.value, detail=decided.detail, message=message,
+               charge_id=charge.charge_id, amount=refund.amount, currency=refund.currency, **decided.columns,
+               error_code=error.code, error_message=error.message, resolved_at=now, next_attempt_at=None)
+    return Outcome("refused", request.id, error=error, rule=decided.decision.rule,
+                   explanation=decided.decision.explanation, policy_version=decided.decision.policy_version)
+
+
 def _route(ctx: Context, conn: Connection, request: RefundRequest, charge: ChargeInfo, refund: Money,
-           decision: Decision, now: datetime) -> RefundRequest | Outcome:
+           decided_by_policy: Decided, now: datetime) -> RefundRequest | Outcome:
     """Move a received request to executing (money reserved) or into the approval queue."""
+    decision = decided_by_policy.decision
     decided: dict[str, Any] = {
         "charge_id": charge.charge_id, "amount": refund.amount, "currency": refund.currency,
-        "decision": decision.action, "policy_explanation": decision.explanation, "error_code": None,
-        "error_message": None,
+        **decided_by_policy.columns, "error_code": None, "error_message": None,
     }
     if decision.action is Action.AUTO_APPROVE:
         return transition(conn, request, RequestStatus.EXECUTING, at=now, actor="policy", channel="api",
-                          action=decision.action.value, detail=decision.explanation, **decided,
+                          action=decision.action.value, detail=decided_by_policy.detail, **decided,
                           execution_started_at=now, next_attempt_at=now + ctx.execution_lease)
     # Queued first, so the message can name its queue entry; a request has one entry at most (a unique
     # key), so a second assessor fails here and rolls back, as it would on the guarded update.
@@ -182,10 +235,11 @@ def _route(ctx: Context, conn: Connection, request: RefundRequest, charge: Charg
         "status": PendingStatus.PENDING,
     })
     transition(conn, request, RequestStatus.PENDING_APPROVAL, at=now, actor="policy", channel="api",
-               action=decision.action.value, detail=decision.explanation, **decided,
+               action=decision.action.value, detail=decided_by_policy.detail, **decided,
                execution_started_at=None, next_attempt_at=None,
                message=Message("needs_approval", {"pending_id": pending_id}))
-    return Outcome("pending_approval", request.id, pending_id=pending_id)
+    return Outcome("pending_approval", request.id, pending_id=pending_id, rule=decision.rule,
+                   explanation=decision.explanation, policy_version=decision.policy_version)
 
 
 def _replay(ctx: Context, idempotency_key: str, fingerprint: str) -> Outcome | None:
@@ -230,8 +284,11 @@ def _intake_outcome(conn: Connection, request: RefundRequest) -> Outcome:
     """The intake's answer for a stored request: the first answer, or where it got to since."""
     if request.decision is Action.NEEDS_APPROVAL:
         pending = store.get_pending_for_request(conn, request.id)
-        return Outcome("pending_approval", request.id, pending_id=pending.id if pending else None)
-    return execution.execution_outcome(request, success="auto_approved")
+        return _explained(Outcome("pending_approval", request.id, pending_id=pending.id if pending else None),
+                          request)
+    if request.status is RequestStatus.REFUSED:
+        return _explained(Outcome("refused", request.id, error=RefusedByPolicy(request.error_message or "")), request)
+    return _explained(execution.execution_outcome(request, success="auto_approved"), request)
 
 
 def check_refundable(charge: ChargeInfo, requested: int | None) -> int:

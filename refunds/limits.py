@@ -11,6 +11,7 @@ __all__ = [
     "APPROVER_NAME_PATTERN",
     "AUDIT_ACTOR",
     "CURRENCY",
+    "CUSTOMER_KEY",
     "EMAIL",
     "ERROR_CODE",
     "EVENT_TYPE",
@@ -20,6 +21,8 @@ __all__ = [
     "METADATA_KEYS",
     "METADATA_VALUE",
     "NOTE",
+    "POLICY_RULE",
+    "POLICY_VERSION",
     "REASON",
     "SHORT_TEXT",
     "SLACK_USER_ID",
@@ -58,3 +61,9 @@ REASON = 32
 METADATA_KEYS = 50
 METADATA_KEY = 40
 METADATA_VALUE = 500
+# The customer a velocity rule counts (`rules.customer_identity`): a Stripe customer id, a normalised email
+# address or `card:<fingerprint>`.
+CUSTOMER_KEY = max(STRIPE_ID, EMAIL)
+# A policy rule's name (`disputed`, `circuit_breaker`, ...) and a policy's version (a SHA-256 in hex).
+POLICY_RULE = 40
+POLICY_VERSION = 64

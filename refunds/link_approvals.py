@@ -62,7 +62,8 @@ def open_link(service: RefundService, links: ApprovalLinks | None, token: str, *
         approvals = store.approvers_of(conn, pending.request_id)
     return LinkView(claims=claims, request=request, pending=pending, money=str(Money(pending.amount, pending.currency)),
                     requested_at=iso_utc(pending.requested_at, "seconds"), approvals=", ".join(approvals),
-                    required=service.approvals_required(pending.amount), actionable=pending.status == "pending")
+                    required=service.approvals_required(pending.amount, pending.currency),
+                    actionable=pending.status == "pending")
 
 
 def decide(service: RefundService, links: ApprovalLinks, view: LinkView, action: Literal["approve", "reject"],

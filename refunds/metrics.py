@@ -79,9 +79,10 @@ class InstrumentedGateway:
         self.wrapped = gateway
         self._metrics = metrics
 
-    def get_charge(self, *, charge_id: str | None = None, payment_intent_id: str | None = None) -> ChargeInfo:
-        return self._timed("get_charge", lambda: self.wrapped.get_charge(charge_id=charge_id,
-                                                                          payment_intent_id=payment_intent_id))
+    def get_charge(self, *, charge_id: str | None = None, payment_intent_id: str | None = None,
+                   early_fraud_warnings: bool = False) -> ChargeInfo:
+        return self._timed("get_charge", lambda: self.wrapped.get_charge(
+            charge_id=charge_id, payment_intent_id=payment_intent_id, early_fraud_warnings=early_fraud_warnings))
 
     def create_refund(self, params: RefundParams) -> RefundInfo:
         return self._timed("create_refund", lambda: self.wrapped.create_refund(params))

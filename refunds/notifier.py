@@ -40,6 +40,7 @@ TITLES = {
     "rejected": ":no_entry_sign: Refund rejected",
     "expired": ":zzz: Refund expired without a decision",
     "failed": ":x: Refund failed",
+    "circuit_breaker": ":octagonal_sign: Circuit breaker tripped: auto-approvals held",
 }
 DECISION_KINDS = frozenset({"needs_approval", "needs_second_approval", "escalated"})
 # Slack's answers about the webhook itself (invalid_token, action_prohibited, no_service,
@@ -109,6 +110,8 @@ def build_message(
     plain_text object, or in mrkdwn through `slack_text.literal`; our labels stay bold.
     The message always fits Slack's limits (text lengths, fields, 50 blocks): long values end in "…".
     """
+    if kind == "circuit_breaker":
+        return _breaker_message(facts)
     title = TITLES.get(kind, f"Refund update: {kind}")
     money = Money(int(facts["amount"]), str(facts["currency"]))
     summary = (f"{title}: {money} on {slack_text.literal(facts['charge_id'], 300)} "
@@ -126,7 +129,8 @@ def build_message(
     ]
     if kind in DECISION_KINDS:
         if facts.get("policy_explanation"):
-            blocks.append(_context(_plain(facts["policy_explanation"])))
+            rule = f" (rule {facts['policy_rule']})" if facts.get("policy_rule") else ""
+            blocks.append(_context(_plain(f"{facts['policy_explanation']}{rule}")))
         if kind == "needs_second_approval":
             actor = slack_text.plain(facts.get("actor") or "someone", 200)
             blocks.append(_context(_plain(f"Approved by {actor}; a second, different approver is needed.",
@@ -149,6 +153,21 @@ def build_message(
         blocks.append(_context(_mrkdwn(f"Stripe said `{slack_text.literal(facts.get('error_code'), 200)}`:"),
                                _plain(facts.get("error_message"))))
     return {"text": slack_text.fit(summary, slack_text.FALLBACK_TEXT), "blocks": blocks[: slack_text.MAX_BLOCKS]}
+
+
+def _breaker_message(facts: dict[str, Any]) -> dict[str, Any]:
+    """Sent once per trip of the store-wide circuit breaker: every refund now waits for people, until
+    auto-approvals in the last hour and day are back under the policy's limits."""
+    title = TITLES["circuit_breaker"]
+    version = slack_text.literal(str(facts.get("policy_version") or "")[:12], 20)
+    blocks = [{"type": "header", "text": {"type": "plain_text", "emoji": True,
+                                          "text": slack_text.fit(title.split(" ", 1)[1], slack_text.HEADER_TEXT)}},
+              _section(f"Every refund now waits for approval until auto-approvals in the last hour and day are back "
+                       f"under the policy's limits (policy {version}). The first one held:"),
+              *_field_sections(_fields(facts, Money(int(facts["amount"]), str(facts["currency"])))),
+              _context(_plain(facts.get("policy_explanation")))]
+    summary = f"{title}: {slack_text.literal(facts.get('policy_explanation'), 1000)}"
+    return {"text": slack_text.fit(summary, slack_text.FALLBACK_TEXT), "blocks": blocks}
 
 
 def _fields(facts: dict[str, Any], money: Money) -> list[tuple[str, str]]:

@@ -25,6 +25,7 @@ from .responses import (
     ApproverList,
     AutoApproved,
     AwaitingSecondApproval,
+    DryRun,
     Error,
     Health,
     NewApprover,
@@ -52,7 +53,7 @@ __all__ = ["RESPONSE_MODELS", "openapi_document"]
 
 # Every answer's model; each is a schema under `components.schemas`, named as its class.
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
-    Error, AutoApproved, Queued, Processing, Approved, AwaitingSecondApproval, Rejected, PendingPage,
+    Error, AutoApproved, DryRun, Queued, Processing, Approved, AwaitingSecondApproval, Rejected, PendingPage,
     RefundHistory, ApproverList, NewApprover, Revoked, Health, WebhookReceipt,
 )
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -257,7 +258,9 @@ def _paths() -> dict[str, Any]:
         "/refund-request": {"post": _operation(
             "requestRefund", "Ask for a refund; small ones execute at once, larger ones wait for approval.",
             [{"intakeToken": []}, {"signedIntake": []}],
-            {"200": (AutoApproved, "Refunded on Stripe now.", HISTORY_LINK),
+            {"200": (_one_of(AutoApproved, DryRun), "Refunded on Stripe now (with the rule that decided), or, for "
+                                                    "`\"dry_run\": true`, what the policy would decide and why "
+                                                    "(`DryRun`: nothing recorded, refunded or sent).", HISTORY_LINK),
              "202": (_one_of(Queued, Processing), "Queued for a manager, or accepted and being retried against "
                                                   "Stripe.", {**HISTORY_LINK, **DECISION_LINKS}),
              **STRIPE_ERRORS, **BODY_ERRORS,
@@ -267,7 +270,10 @@ def _paths() -> dict[str, Any]:
              "401": "No valid bearer token and no valid signature: a signature header missing or malformed, a "
                     "timestamp more than 5 minutes away, or no signature made with a configured secret over this "
                     "exact body.",
-             "422": "`idempotency_mismatch`: the key (or the signed `webhook-id`) was used with another body."},
+             "409": STRIPE_ERRORS["409"] + " With a policy file: `duplicate_pending` (the charge has a refund "
+                                           "waiting for approval; `message` names its pending id).",
+             "422": "`idempotency_mismatch`: the key (or the signed `webhook-id`) was used with another body; "
+                    "`refused_by_policy`: the policy refused the request (`message` is its explanation)."},
             parameters=[IDEMPOTENCY_KEY], requestBody=_json_body(refund_body))},
         "/approve-refund": {"post": _operation(
             "approveRefund", "Approve a pending refund. It executes once enough different approvers approved (two "

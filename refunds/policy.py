@@ -1,9 +1,9 @@
 """The refund decision: a pure function of plain data, with its explanation.
 
 No Flask, no SQL, no Stripe here. This is the article's single threshold, applied to every
-currency alike; `refunds.rules` is the policy of issue 9 (a policy file, thresholds per currency,
-velocity, circuit breaker, disputes, reasons, products) that replaces `decide` once the service
-gathers its facts. Both share `Action`.
+currency alike, kept for its tests; the service decides through `refunds.rules` (issue 9: a policy
+file, thresholds per currency, velocity, circuit breaker, disputes, reasons, products), whose
+default policy is this threshold in one currency. Both share `Action`.
 """
 
 from __future__ import annotations

@@ -69,6 +69,12 @@ class RefundRequest(_Record):
     resolved_at: datetime | None
     attempts: int
     next_attempt_at: datetime | None
+    # The policy's decision (issue 9): the customer velocity counts, the deciding rule, the policy's version and
+    # the facts it decided on (JSON of `rules.facts_as_json`). None before the charge was read.
+    customer_key: str | None = None
+    policy_rule: str | None = None
+    policy_version: str | None = None
+    policy_facts: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, RequestStatus):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self
 
 from flask import Response, jsonify
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, computed_field
@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializ
 from . import limits
 from .money import format_money
 from .pagination import MAX_LIMIT
-from .schemas import REASONS
+from .schemas import REASON_PATTERN, REASONS
 from .states import RequestStatus
 from .tables import iso_utc
 
@@ -31,7 +31,9 @@ __all__ = [
     "ApproverList",
     "AutoApproved",
     "AwaitingSecondApproval",
+    "DryRun",
     "Error",
+    "Explained",
     "Health",
     "HistoryEntry",
     "NewApprover",
@@ -49,8 +51,9 @@ __all__ = [
     "respond",
 ]
 
-Reason = Literal["duplicate", "fraudulent", "requested_by_customer"]
-assert get_args(Reason) == REASONS
+# A stored reason: Stripe's three under the article's policy, or one a policy file lists.
+Reason = Annotated[str, WithJsonSchema({"type": "string", "pattern": REASON_PATTERN,
+                                         "examples": list(REASONS)})]
 
 
 def _iso_milliseconds(value: datetime) -> str:
@@ -111,16 +114,38 @@ class OutcomeAnswer(Answer):
                                       if name not in more}, **more})
 
 
-class AutoApproved(OutcomeAnswer):
+class Explained(OutcomeAnswer):
+    """How the policy decided: the rule, its sentence and the policy's version (left out before it decided)."""
+
+    rule: str | None = omitted_when_none("The policy rule that decided (threshold, velocity, circuit_breaker, ...).")
+    explanation: str | None = omitted_when_none("Why, in a sentence, with the values the rule compared.")
+    policy_version: str | None = omitted_when_none("The SHA-256 of the policy that decided.")
+
+
+class AutoApproved(Explained):
     status: Literal["auto_approved"] = "auto_approved"
     refund_id: str
     request_id: int
 
 
-class Queued(OutcomeAnswer):
+class Queued(Explained):
     status: Literal["pending_approval"] = "pending_approval"
     pending_id: int
     request_id: int
+
+
+class DryRun(Answer):
+    """What the policy would decide for a request sent with `"dry_run": true`, and why; nothing was changed."""
+
+    dry_run: Literal[True] = True
+    decision: Literal["auto_approve", "needs_approval", "refuse"]
+    rule: str
+    explanation: str
+    approvals_required: int = Field(description="How many different approvers would be needed (0 unless "
+                                                "needs_approval).")
+    amount: int = Field(description="Minor units of the currency: what would be refunded.")
+    currency: str
+    policy_version: str
 
 
 class Processing(OutcomeAnswer):
@@ -240,7 +265,8 @@ class RefundHistory(Answer):
 
     request_id: int
     status: RequestStatus = Field(description="`received` until the charge was read from Stripe.")
-    decision: Literal["auto_approve", "needs_approval"] | None = Field(description="null until assessed.")
+    decision: Literal["auto_approve", "needs_approval", "refuse"] | None = Field(
+        description="null until assessed.")
     policy_explanation: str | None
     charge_id: str | None = Field(description="null while a payment intent's charge is not known yet.")
     payment_intent_id: str | None

@@ -14,9 +14,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -80,6 +82,11 @@ PATTERN_MEANINGS = {
 # space, joiners, U+2060, U+FEFF, bidi controls, tabs, newlines), no word mixing scripts (see identity.py).
 UNAMBIGUOUS_FORMAT = "unambiguous"
 
+# A reason the policy may list: a name of at most `limits.REASON` characters. The document lists the article's
+# policy's reasons (Stripe's); the policy in force decides which are accepted (`rules.check_reason`).
+REASON_PATTERN = rf"^[a-z][a-z0-9_]{{0,{limits.REASON - 1}}}$"
+RequestReason = Annotated[StrictStr, Field(pattern=REASON_PATTERN),
+                          WithJsonSchema({"type": "string", "enum": list(REASONS)})]
 ShortText = Annotated[StrictStr, Field(min_length=1, max_length=limits.SHORT_TEXT, pattern=LINE_PATTERN)]
 Note = Annotated[StrictStr, Field(max_length=limits.NOTE, pattern=TEXT_PATTERN)]
 Email = Annotated[StrictStr, Field(max_length=limits.EMAIL, pattern=EMAIL_PATTERN)]
@@ -135,7 +142,13 @@ class RefundRequestBody(_Strict):
         default=None,
         description="Positive integer in the charge currency's minor units; absent means all that remains refundable.",
     )
-    reason: Literal["duplicate", "fraudulent", "requested_by_customer"] = "requested_by_customer"
+    reason: RequestReason = Field(
+        default="requested_by_customer",
+        description="Why. Without POLICY_FILE one of Stripe's three reasons (listed here); a policy file lists the "
+                    "reasons it accepts (`[reasons]`). Any other: `400 invalid_request` naming them.")
+    dry_run: StrictBool = Field(
+        default=False, description="true: answer what the policy would decide and why (200, `DryRun`), and change "
+                                   "nothing: no request recorded, no refund, no Slack message, no idempotency record.")
     product: ShortText | None = None
     customer_email: Email | None = None
     ticket_id: ShortText | None = None
@@ -251,7 +264,7 @@ def describe(error: ValidationError, *, at: str = "") -> str:
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         return f"{field}: unknown field"
-    if first["type"] == "literal_error" and field == "reason":
+    if first["type"] in ("literal_error", "string_pattern_mismatch", "string_type") and field == "reason":
         return f"reason: must be one of {', '.join(REASONS)}"
     if first["type"] == "string_pattern_mismatch" and first.get("ctx", {}).get("pattern") in PATTERN_MEANINGS:
         return f"{field}: {PATTERN_MEANINGS[first['ctx']['pattern']]}"

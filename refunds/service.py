@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from . import approvals, execution, intake, queries, store
+from . import approvals, dry_run, execution, intake, queries, store
 from .db import Database
 from .domain import (
     CREDENTIAL_CHANGED,
@@ -25,10 +25,11 @@ from .domain import (
     WithDecision,
     utcnow,
 )
+from .dry_run import DryRunResult
 from .errors import RequestNotFound
 from .execution import IDEMPOTENCY_KEY_SAFE_FOR, backoff
 from .intake import check_refundable
-from .policy import Policy
+from .rules import PolicyConfig
 from .stripe_gateway import RefundGateway
 
 __all__ = ["CREDENTIAL_CHANGED", "IDEMPOTENCY_KEY_SAFE_FOR", "INTAKE", "Actor", "Clock", "CredentialCheck",
@@ -45,7 +46,7 @@ class RefundService:
         self,
         db: Database,
         gateway: RefundGateway,
-        policy: Policy,
+        policy: PolicyConfig,
         *,
         clock: Clock = utcnow,
         execution_lease: timedelta = timedelta(seconds=120),
@@ -66,6 +67,10 @@ class RefundService:
                        channel: str = "api") -> Outcome:
         """See `intake.request_refund`."""
         return intake.request_refund(self, command, idempotency_key=idempotency_key, channel=channel)
+
+    def dry_run(self, command: RefundCommand) -> DryRunResult:
+        """See `dry_run.dry_run`: what the policy would decide, changing nothing."""
+        return dry_run.dry_run(self, command)
 
     def advance(self, request_id: int) -> None:
         """Take a request in flight one step further (the caller holds its lease). See `intake.advance`."""
@@ -94,9 +99,9 @@ class RefundService:
         """See `approvals.reject`."""
         return approvals.reject(self, pending_id, actor, note, credential=credential, with_decision=with_decision)
 
-    def approvals_required(self, amount: int) -> int:
-        """Two different approvers above the two-person threshold, else one."""
-        return approvals.approvals_required(self, amount)
+    def approvals_required(self, amount: int, currency: str) -> int:
+        """How many different approvers the policy wants (see `approvals.approvals_required`)."""
+        return approvals.approvals_required(self, amount, currency)
 
     def escalate_and_expire(self, escalate_after: timedelta | None, expire_after: timedelta | None,
                             limit: int = 50) -> int:

@@ -22,6 +22,7 @@ class RequestStatus(StrEnum):
     FAILED = "failed"  # Stripe refused, or the refund failed later: nothing was refunded
     REJECTED = "rejected"  # an approver said no; Stripe never saw it
     EXPIRED = "expired"  # nobody decided in time; Stripe never saw it
+    REFUSED = "refused"  # the policy refused it (issue 9); Stripe never saw it
 
 
 class PendingStatus(StrEnum):
@@ -39,6 +40,7 @@ TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
         S.EXECUTING,  # the policy auto-approved it and its money is reserved
         S.PENDING_APPROVAL,  # the policy wants people to decide
         S.FAILED,  # Stripe's charge refuses it (already refunded, disputed, too little left, not found)
+        S.REFUSED,  # the policy file refuses it (a rule whose outcome is "refuse")
     }),
     S.PENDING_APPROVAL: frozenset({
         S.EXECUTING,  # enough approvers said yes and its money is reserved
@@ -55,6 +57,7 @@ TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
     S.FAILED: frozenset(),
     S.REJECTED: frozenset(),
     S.EXPIRED: frozenset(),
+    S.REFUSED: frozenset(),
 }
 del S
 

@@ -34,7 +34,12 @@ TRANSIENT_CODES = frozenset({"rate_limit", "lock_timeout", "idempotency_key_in_u
 
 @dataclass(frozen=True)
 class ChargeInfo:
-    """What we need to know about a charge before refunding it. Amounts in minor units."""
+    """What we need to know about a charge before refunding it. Amounts in minor units.
+
+    The policy's facts: `created_at` (aware), the Stripe `customer_id`, the billing or receipt `email`, the card's
+    `card_fingerprint`, the `product` named in the charge's metadata, and `early_fraud_warning`: True when Stripe
+    Radar has an actionable early fraud warning on the charge (only looked up when asked, else False).
+    """
 
     charge_id: str
     amount: int
@@ -42,6 +47,12 @@ class ChargeInfo:
     currency: str
     disputed: bool
     payment_intent_id: str | None = None
+    created_at: datetime | None = None
+    customer_id: str | None = None
+    email: str | None = None
+    card_fingerprint: str | None = None
+    product: str | None = None
+    early_fraud_warning: bool = False
 
     @property
     def remaining(self) -> int:
@@ -88,7 +99,8 @@ class RefundParams:
 
 
 class RefundGateway(Protocol):
-    def get_charge(self, *, charge_id: str | None = None, payment_intent_id: str | None = None) -> ChargeInfo: ...
+    def get_charge(self, *, charge_id: str | None = None, payment_intent_id: str | None = None,
+                   early_fraud_warnings: bool = False) -> ChargeInfo: ...
 
     def create_refund(self, params: RefundParams) -> RefundInfo: ...
 
@@ -124,8 +136,10 @@ class StripeGateway:
             ),
         )
 
-    def get_charge(self, *, charge_id: str | None = None, payment_intent_id: str | None = None) -> ChargeInfo:
-        """The charge named by `charge_id`, or the latest charge of `payment_intent_id`."""
+    def get_charge(self, *, charge_id: str | None = None, payment_intent_id: str | None = None,
+                   early_fraud_warnings: bool = False) -> ChargeInfo:
+        """The charge named by `charge_id`, or the latest charge of `payment_intent_id`. With
+        `early_fraud_warnings`, one more call lists the charge's early fraud warnings (Stripe Radar)."""
         if payment_intent_id is not None:
             intent = self._call("retrieve payment intent", self._client.v1.payment_intents.retrieve, payment_intent_id)
             latest = intent.get("latest_charge")
@@ -136,14 +150,14 @@ class StripeGateway:
             raise ValueError("get_charge needs charge_id or payment_intent_id")
         charge = self._call("retrieve charge", self._client.v1.charges.retrieve, charge_id)
         intent_id = charge.get("payment_intent")
-        return ChargeInfo(
-            charge_id=charge["id"],
-            amount=int(charge["amount"]),
-            amount_refunded=int(charge.get("amount_refunded") or 0),
-            currency=str(charge["currency"]).lower(),
-            disputed=bool(charge.get("disputed")),
-            payment_intent_id=intent_id if isinstance(intent_id, str) else payment_intent_id,
-        )
+        warned = early_fraud_warnings and self._early_fraud_warning(charge["id"])
+        return charge_info(charge, intent_id if isinstance(intent_id, str) else payment_intent_id, warned)
+
+    def _early_fraud_warning(self, charge_id: str) -> bool:
+        """Whether the charge has an actionable early fraud warning (refunding can still prevent a dispute)."""
+        page = self._call("list early fraud warnings", self._client.v1.radar.early_fraud_warnings.list,
+                          params={"charge": charge_id, "limit": 100})
+        return any(warning.get("actionable") for warning in page.get("data", []))
 
     def create_refund(self, params: RefundParams) -> RefundInfo:
         """Create the refund; the same `params.idempotency_key` never creates a second one."""
@@ -219,6 +233,29 @@ class StripeGateway:
             error = translate(exc)
             log.warning("stripe %s failed: %s (%s, http %s)", what, error.code, type(exc).__name__, exc.http_status)
             raise error from None
+
+
+def charge_info(charge: dict[str, Any], payment_intent_id: str | None, early_fraud_warning: bool) -> ChargeInfo:
+    """A Stripe charge object (as a dict) as the facts the service uses."""
+    customer = charge.get("customer")
+    billing = charge.get("billing_details") or {}
+    card = (charge.get("payment_method_details") or {}).get("card") or {}
+    product = (charge.get("metadata") or {}).get("product")
+    created = charge.get("created")
+    return ChargeInfo(
+        charge_id=charge["id"],
+        amount=int(charge["amount"]),
+        amount_refunded=int(charge.get("amount_refunded") or 0),
+        currency=str(charge["currency"]).lower(),
+        disputed=bool(charge.get("disputed")),
+        payment_intent_id=payment_intent_id,
+        created_at=datetime.fromtimestamp(int(created), UTC) if created is not None else None,
+        customer_id=customer if isinstance(customer, str) else (customer or {}).get("id"),
+        email=billing.get("email") or charge.get("receipt_email") or None,
+        card_fingerprint=card.get("fingerprint") or None,
+        product=str(product) if product else None,
+        early_fraud_warning=early_fraud_warning,
+    )
 
 
 class _Sessions:

@@ -29,11 +29,14 @@ from .limits import (
     APPROVER_NAME,
     AUDIT_ACTOR,
     CURRENCY,
+    CUSTOMER_KEY,
     EMAIL,
     ERROR_CODE,
     EVENT_TYPE,
     FAILURE_REASON,
     IDEMPOTENCY_KEY,
+    POLICY_RULE,
+    POLICY_VERSION,
     REASON,
     SHORT_TEXT,
     SLACK_USER_ID,
@@ -118,7 +121,16 @@ refund_requests = Table(
     # Lease and retry schedule while status is `received` or `executing`.
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UTCDateTime),
+    # Issue 9's policy (migration 0006): who the customer is for velocity, the rule that decided, the policy's
+    # version and the facts it decided on (`rules.facts_as_json`), so a decision can be explained and replayed.
+    Column("customer_key", String(CUSTOMER_KEY)),
+    Column("policy_rule", String(POLICY_RULE)),
+    Column("policy_version", String(POLICY_VERSION)),
+    Column("policy_facts", Text),
 )
+# A customer's recent requests (velocity), and the store's recent auto-approvals (the circuit breaker).
+Index("ix_refund_requests_customer", refund_requests.c.customer_key, refund_requests.c.created_at)
+Index("ix_refund_requests_decision", refund_requests.c.decision, refund_requests.c.created_at)
 Index("ix_refund_requests_due", refund_requests.c.status, refund_requests.c.next_attempt_at)
 Index("ix_refund_requests_charge_id", refund_requests.c.charge_id)
 
@@ -291,3 +303,28 @@ stripe_charges = Table(
     Column("synced_at", UTCDateTime, nullable=False),
 )
 Index("ix_stripe_charges_created_at", stripe_charges.c.created_at, stripe_charges.c.product)
+# Policy versions seen at start, and changes between them (audit_log rows belong to a request, these do not).
+policy_events = Table(
+    "policy_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("action", String(50), nullable=False),  # policy_first_seen | policy_changed
+    Column("old_version", String(POLICY_VERSION)),
+    Column("new_version", String(POLICY_VERSION), nullable=False),
+    Column("source", Text, nullable=False),  # the policy file's path, or <default policy>
+    Column("detail", Text),
+)
+
+# Circuit-breaker trips: a row while auto-approvals are held (`ended_at` NULL), so Slack is told once per trip,
+# not once per request; ended when the breaker lets a refund through again.
+breaker_trips = Table(
+    "breaker_trips",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tripped_at", UTCDateTime, nullable=False),
+    Column("request_id", Integer, ForeignKey("refund_requests.id"), nullable=False),  # the first one held
+    Column("detail", Text, nullable=False),
+    Column("ended_at", UTCDateTime),
+)
+Index("ix_breaker_trips_open", breaker_trips.c.ended_at)

@@ -75,6 +75,8 @@ def facts(request: RefundRequest, **extra: Any) -> dict[str, Any]:
         "customer_email": request.customer_email,
         "ticket_id": request.ticket_id,
         "policy_explanation": request.policy_explanation,
+        "policy_rule": request.policy_rule,
+        "policy_version": request.policy_version,
     }
     known.update({k: v for k, v in extra.items() if v is not None})
     return known

@@ -311,6 +311,7 @@ class StripeStandIn(StandInServerBase):
         self._payment_intents: dict[str, dict[str, Any]] = {}
         self._refunds: dict[str, dict[str, Any]] = {}  # in creation order
         self._balance_transactions: dict[str, dict[str, Any]] = {}
+        self._early_fraud_warnings: dict[str, dict[str, Any]] = {}  # in creation order
         self._requests: list[dict[str, Any]] = []
         self._faults: list[_Fault] = []
         # Idempotency keys: results saved, and keys whose first request is still executing ("slow").
@@ -364,11 +365,17 @@ class StripeStandIn(StandInServerBase):
         with_payment_intent: bool = False,
         payment_intent_id: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        customer: str | None = None,
+        receipt_email: str | None = None,
+        card_fingerprint: str | None = None,
         created: int | None = None,
         fee: int | None = None,
     ) -> dict[str, Any]:
         """Create a succeeded charge of ``amount`` minor units and return it.
 
+        ``customer`` (a ``cus_...`` id), ``receipt_email``, ``card_fingerprint``
+        (``payment_method_details.card.fingerprint``) and ``created`` (Unix
+        seconds, default now) are set as Stripe sets them.
         ``charge_id`` defaults to a generated ``ch_...`` id; ``amount_refunded``
         pre-refunds part of it (no refund objects are created for that).
         ``with_payment_intent`` (implied by ``payment_intent_id``) also creates a
@@ -384,7 +391,7 @@ class StripeStandIn(StandInServerBase):
         if not re.fullmatch(r"[A-Za-z]{3}", currency):
             raise ValueError(f"currency must be a three-letter ISO code, got {currency!r}")
         currency = currency.lower()
-        created = int(time.time()) if created is None else created
+        created = int(time.time()) if created is None else int(created)
         with self._lock:
             charge_id = charge_id or _new_id("ch")
             if charge_id in self._charges:
@@ -412,14 +419,20 @@ class StripeStandIn(StandInServerBase):
                 "amount": amount,
                 "amount_captured": amount,
                 "amount_refunded": amount_refunded,
+                "billing_details": {"address": None, "email": None, "name": None, "phone": None},
                 "captured": True,
                 "created": created,
                 "currency": currency,
+                "customer": customer,
                 "disputed": disputed,
                 "livemode": False,
                 "metadata": dict(metadata or {}),
                 "paid": True,
                 "payment_intent": pi_id,
+                "payment_method_details": {"type": "card", "card": {
+                    "brand": "visa", "country": "US", "exp_month": 12, "exp_year": 2030,
+                    "fingerprint": card_fingerprint or _new_id("fp")[3:19], "funding": "credit", "last4": "4242"}},
+                "receipt_email": receipt_email,
                 "refunded": amount_refunded == amount,
                 "status": "succeeded",
                 "balance_transaction": self._add_balance_transaction(amount, currency, fee, created),
@@ -475,6 +488,22 @@ class StripeStandIn(StandInServerBase):
                 charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
             self._refunds[refund["id"]] = refund
             return copy.deepcopy(refund)
+    def set_charge_created(self, charge_id: str, created: int) -> None:
+        """Set when ``charge_id`` was made (Unix seconds), to make it old. Raises KeyError for an unknown charge."""
+        with self._lock:
+            self._charges[charge_id]["created"] = int(created)
+
+    def add_early_fraud_warning(self, charge_id: str, *, actionable: bool = True,
+                                fraud_type: str = "made_with_stolen_card") -> dict[str, Any]:
+        """Open a Stripe Radar early fraud warning (``issfr_...``) on ``charge_id`` and return it.
+        Raises KeyError for an unknown charge."""
+        with self._lock:
+            charge = self._charges[charge_id]
+            warning = {"id": _new_id("issfr"), "object": "radar.early_fraud_warning", "actionable": actionable,
+                       "charge": charge_id, "created": int(time.time()), "fraud_type": fraud_type,
+                       "livemode": False, "payment_intent": charge["payment_intent"]}
+            self._early_fraud_warnings[warning["id"]] = warning
+            return copy.deepcopy(warning)
 
     def seed_demo(self) -> list[dict[str, Any]]:
         """Create the demo charges (idempotent) and return them.
@@ -540,6 +569,7 @@ class StripeStandIn(StandInServerBase):
             self._payment_intents.clear()
             self._refunds.clear()
             self._balance_transactions.clear()
+            self._early_fraud_warnings.clear()
             self._requests.clear()
             self._faults.clear()
             self._idempotent.clear()
@@ -881,6 +911,7 @@ class StripeStandIn(StandInServerBase):
             ("POST", r"/v1/refunds", self._create_refund),
             ("GET", r"/v1/refunds", self._list_refunds),
             ("GET", r"/v1/refunds/([^/]+)", self._get_refund),
+            ("GET", r"/v1/radar/early_fraud_warnings", self._list_early_fraud_warnings),
         ]
         for route_method, pattern, endpoint in routes:
             match = re.fullmatch(pattern, path)
@@ -967,6 +998,21 @@ class StripeStandIn(StandInServerBase):
         page, has_more = _page(items, params, "charge", 10 if limit is None else limit)
         return {"object": "list", "data": [self._expanded(c, expand) for c in page], "has_more": has_more,
                 "url": "/v1/charges"}
+
+    def _list_early_fraud_warnings(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Newest first, filtered by ``charge`` or ``payment_intent`` (one page: ``limit``, default 10)."""
+        _check_params(params, {"charge", "payment_intent", "limit", "expand"})
+        limit = _parse_int(params.get("limit"), "limit", minimum=1, maximum=100)
+        limit = 10 if limit is None else limit
+        charge_id = _optional_string(params, "charge")
+        pi_id = _optional_string(params, "payment_intent")
+        if charge_id is not None and pi_id is not None:
+            raise _validation_error("You may only specify one of these parameters: charge, payment_intent.",
+                                    code="parameters_exclusive", param="payment_intent")
+        items = [w for w in reversed(self._early_fraud_warnings.values())
+                 if (charge_id is None or w["charge"] == charge_id) and (pi_id is None or w["payment_intent"] == pi_id)]
+        return {"object": "list", "data": copy.deepcopy(items[:limit]), "has_more": len(items) > limit,
+                "url": "/v1/radar/early_fraud_warnings"}
 
     def _create_refund(self, params: dict[str, Any]) -> dict[str, Any]:
         # Validation first: these refusals are not remembered for idempotency keys.

@@ -20,6 +20,12 @@ class FakeCharge:
     amount_refunded: int = 0
     disputed: bool = False
     payment_intent_id: str | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    customer_id: str | None = None
+    email: str | None = None
+    card_fingerprint: str | None = None
+    product: str | None = None
+    early_fraud_warning: bool = False
 
 
 @dataclass
@@ -35,6 +41,8 @@ class FakeGateway:
     fail_next: list[RefundError] = field(default_factory=list)
     fail_lookups: list[RefundError] = field(default_factory=list)
     lists: list[str] = field(default_factory=list)
+    # Charges whose early fraud warnings were looked up, in order (one more Stripe call each).
+    fraud_lookups: list[str] = field(default_factory=list)
     new_refund_status: str = "succeeded"
     _by_key: dict[str, RefundInfo] = field(default_factory=dict)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -45,12 +53,18 @@ class FakeGateway:
         self.charges[charge_id] = charge
         return charge
 
-    def get_charge(self, *, charge_id: str | None = None, payment_intent_id: str | None = None) -> ChargeInfo:
+    def get_charge(self, *, charge_id: str | None = None, payment_intent_id: str | None = None,
+                   early_fraud_warnings: bool = False) -> ChargeInfo:
         if self.fail_lookups:
             raise self.fail_lookups.pop(0)
         charge = self._find(charge_id, payment_intent_id)
+        if early_fraud_warnings:
+            self.fraud_lookups.append(charge.charge_id)
         return ChargeInfo(charge.charge_id, charge.amount, charge.amount_refunded, charge.currency,
-                          charge.disputed, charge.payment_intent_id)
+                          charge.disputed, charge.payment_intent_id, created_at=charge.created_at,
+                          customer_id=charge.customer_id, email=charge.email,
+                          card_fingerprint=charge.card_fingerprint, product=charge.product,
+                          early_fraud_warning=early_fraud_warnings and charge.early_fraud_warning)
 
     def create_refund(self, params: RefundParams) -> RefundInfo:
         with self._lock:

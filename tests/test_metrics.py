@@ -27,9 +27,13 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture
-def app(database_url: str, gateway: FakeGateway, notifier: FakeNotifier, clock: FakeClock) -> Iterator[Flask]:
-    app = create_app(make_settings(database_url, metrics_token=METRICS_TOKEN), gateway=gateway, notifier=notifier,
-                     clock=clock)
+def app(database_url: str, gateway: FakeGateway, notifier: FakeNotifier, clock: FakeClock,
+        tmp_path: Path) -> Iterator[Flask]:
+    # Thresholds in usd and jpy: a currency the policy has none for waits for a manager (issue 9).
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[thresholds.usd]\nauto_approve = 5000\n\n[thresholds.jpy]\nauto_approve = 5000\n")
+    app = create_app(make_settings(database_url, metrics_token=METRICS_TOKEN, policy_file=str(policy)),
+                     gateway=gateway, notifier=notifier, clock=clock)
     if not database_url.startswith("sqlite"):
         app.extensions["refund_service"].db.upgrade()
     yield app
@@ -55,8 +59,9 @@ def test_the_metrics_count_the_refunds_made_the_queue_and_the_answers_given(
     manager = {"Authorization": f"Bearer {add_approver(app.extensions['refund_service'].db, 'maria', utcnow())}"}
     for body in ({"charge_id": "ch_small", "amount": 1500}, {"charge_id": "ch_jpy", "amount": 3000}):
         assert client.post("/refund-request", headers=INTAKE, json=body).status_code == 200
-    queued = [client.post("/refund-request", headers=INTAKE, json={"charge_id": "ch_big", "amount": amount})
-              .get_json()["pending_id"] for amount in (12000, 7000)]
+    gateway.add_charge("ch_big_2", 20000)  # a second request on ch_big would be a duplicate_pending (issue 9)
+    queued = [client.post("/refund-request", headers=INTAKE, json={"charge_id": charge, "amount": amount})
+              .get_json()["pending_id"] for charge, amount in (("ch_big", 12000), ("ch_big_2", 7000))]
     assert client.post("/approve-refund", headers=manager, json={"pending_id": queued[0]}).status_code == 200
     assert client.post("/refund-request", headers=INTAKE, json={"charge_id": "ch_nowhere"}).status_code == 404
     clock.advance(timedelta(seconds=90))

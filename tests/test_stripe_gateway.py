@@ -235,3 +235,29 @@ def test_no_proxy_keeps_stripe_calls_off_the_proxy(
     charge = stripe.add_charge(5000, "usd")
     assert gateway_for(stripe).get_charge(charge_id=charge["id"]).amount == 5000
     assert proxy.seen == []
+
+
+def test_reads_the_facts_the_policy_needs_and_early_fraud_warnings_only_when_asked(stripe: StripeStandIn) -> None:
+    charge = stripe.add_charge(5000, "usd", customer="cus_ana", receipt_email="ana@example.com",
+                               card_fingerprint="Xt5EWLLDS7FJjR1c", metadata={"product": "kettle"},
+                               created=1_700_000_000)
+    stripe.add_early_fraud_warning(charge["id"])
+    gateway = gateway_for(stripe)
+    plain = gateway.get_charge(charge_id=charge["id"])
+    assert (plain.customer_id, plain.email, plain.card_fingerprint, plain.product) == (
+        "cus_ana", "ana@example.com", "Xt5EWLLDS7FJjR1c", "kettle")
+    assert plain.created_at is not None and plain.created_at.timestamp() == 1_700_000_000
+    assert plain.early_fraud_warning is False
+    assert [r["path"] for r in stripe.requests] == [f"/v1/charges/{charge['id']}"]  # one call, as before
+    assert gateway.get_charge(charge_id=charge["id"], early_fraud_warnings=True).early_fraud_warning is True
+    assert stripe.requests[-1]["path"] == "/v1/radar/early_fraud_warnings"
+    assert stripe.requests[-1]["params"] == {"charge": charge["id"], "limit": "100"}
+
+
+def test_a_warning_no_longer_actionable_does_not_count(stripe: StripeStandIn) -> None:
+    charge = stripe.add_charge(5000, "usd")
+    other = stripe.add_charge(5000, "usd")
+    stripe.add_early_fraud_warning(charge["id"], actionable=False)
+    stripe.add_early_fraud_warning(other["id"])
+    assert gateway_for(stripe).get_charge(charge_id=charge["id"], early_fraud_warnings=True).early_fraud_warning \
+        is False

@@ -34,7 +34,7 @@ def test_every_status_is_reachable_from_received_and_only_final_statuses_have_no
             reached.add(following)
             frontier.append(following)
     assert reached == set(RequestStatus)
-    assert FINAL == {RequestStatus.FAILED, RequestStatus.REJECTED, RequestStatus.EXPIRED}
+    assert FINAL == {RequestStatus.FAILED, RequestStatus.REJECTED, RequestStatus.EXPIRED, RequestStatus.REFUSED}
 
 
 def test_a_transition_writes_the_row_its_audit_row_and_its_message_and_returns_the_request_as_stored(

@@ -798,3 +798,29 @@ def test_cli_serves_demo_charges_until_terminated() -> None:
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+def test_early_fraud_warnings_are_listed_per_charge_in_stripes_shape(
+    standin: StripeStandIn, client: stripe.StripeClient
+) -> None:
+    charge = standin.add_charge(2000, customer="cus_1", receipt_email="a@example.com", card_fingerprint="fp1")
+    other = standin.add_charge(2000)
+    warning = standin.add_early_fraud_warning(charge["id"])
+    standin.add_early_fraud_warning(other["id"])
+    listed = client.v1.radar.early_fraud_warnings.list(params={"charge": charge["id"]})
+    assert [w.id for w in listed.data] == [warning["id"]]
+    found = listed.data[0]
+    assert found.id.startswith("issfr_") and found.object == "radar.early_fraud_warning"
+    assert (found.charge, found.actionable, found.fraud_type) == (charge["id"], True, "made_with_stolen_card")
+    assert isinstance(found.created, int)
+    read = client.v1.charges.retrieve(charge["id"])
+    assert (read.customer, read.receipt_email, read.payment_method_details.card.fingerprint) == (  # type: ignore[union-attr]
+        "cus_1", "a@example.com", "fp1")
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.radar.early_fraud_warnings.list(params={"charge": charge["id"], "refund": "re_1"})  # type: ignore[typeddict-unknown-key]
+
+
+def test_a_charge_can_be_made_old(standin: StripeStandIn, client: stripe.StripeClient) -> None:
+    charge = standin.add_charge(2000)
+    standin.set_charge_created(charge["id"], 1_600_000_000)
+    assert client.v1.charges.retrieve(charge["id"]).created == 1_600_000_000
