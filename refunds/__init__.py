@@ -145,20 +145,21 @@ def _notifier(settings: Settings, db: Database, links: ApprovalLinks | None) -> 
 
 
 def _approval_link_source(db: Database, links: ApprovalLinks, two_person_threshold: int | None) -> ApprovalLinkSource:
-    """Made when a message is delivered: a link for each active approver whose limit covers the amount.
+    """Made when a message is delivered: a link for each active approver whose limit in its currency covers the amount.
 
     Everyone in the channel sees every link, so whoever reads the message can act as any listed
     approver: never for refunds under the two-person rule, where that would let one person
     approve twice.
     """
     from . import approvers
+    from .money import Money
 
     def pairs(pending_id: int, amount: int, currency: str) -> list[tuple[str, str]]:
         if two_person_threshold is not None and amount > two_person_threshold:
             return []
         return [(a.name, links.url(pending_id, a.name, amount, currency, credential=a.token_hash))
                 for a in approvers.list_all(db)
-                if a.revoked_at is None and (a.approval_limit is None or amount <= a.approval_limit)]
+                if a.revoked_at is None and a.covers(Money(amount, currency))]
 
     return pairs
 
