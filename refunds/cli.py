@@ -1,4 +1,4 @@
-"""Command-line tools: `flask --app app db upgrade | approvers ... | worker`."""
+"""Command-line tools: `flask --app app db upgrade | approvers ... | policy ... | worker`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from .db import current_revision
 from .errors import RefundError
 from .limits import SLACK_USER_ID_PATTERN
 from .money import Money, parse_major
+from .policy_cli import policy_cli
 from .service import Actor, RefundService, utcnow
 
 db_cli = AppGroup("db", help="Database schema.")
@@ -214,3 +215,4 @@ def register(app: Flask) -> None:
     app.cli.add_command(audit_command)
     app.cli.add_command(approve_command)
     app.cli.add_command(reject_command)
+    app.cli.add_command(policy_cli)
