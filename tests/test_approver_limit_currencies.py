@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, inspect, text
 from refunds.approvers import add as add_approver
 from refunds.db import alembic_config
 from refunds.money import Money
+from refunds.schemas import NewApproverBody
 from refunds.service import utcnow
 from refunds.tables import approver_limits, pending_refunds
 from tests.conftest import active_approver, empty_postgres_database
@@ -99,6 +100,12 @@ def test_a_limit_the_cli_cannot_read_exactly_is_refused_and_nothing_is_written(
     assert code != 0
     assert reason in output and "--limit" in output, output
     assert active_approver(app.extensions["refund_service"].db, "li") is None
+
+
+def test_the_apis_currency_keys_fit_the_approver_limits_column() -> None:
+    keys = NewApproverBody.model_json_schema()["properties"]["approval_limits"]["anyOf"][0]["propertyNames"]
+    assert approver_limits.c.currency.type.length is not None
+    assert keys["maxLength"] <= approver_limits.c.currency.type.length
 
 
 def test_two_limits_in_one_currency_are_refused(app: Flask) -> None:
