@@ -6,6 +6,8 @@ their currency (zero- and three-decimal currencies right); migration 0007 moves 
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +25,10 @@ from refunds.money import Money
 from refunds.schemas import NewApproverBody
 from refunds.service import utcnow
 from refunds.tables import approver_limits, pending_refunds
-from tests.conftest import active_approver, empty_postgres_database
+from standins.slack_webhook import SlackStandIn
+from tests.conftest import active_approver, empty_postgres_database, run_worker
 from tests.fakes import FakeGateway
+from tests.test_notifier import slack_app  # noqa: F401 - the fixture: Slack stand-in with approval links on
 from tests.test_refund_request import rows
 
 
@@ -70,6 +74,23 @@ def test_a_limit_in_the_refunds_currency_covers_it_and_no_limits_at_all_covers_e
     assert client.post("/approve-refund", json={"pending_id": eur}, headers=both).status_code == 200
     assert client.post("/approve-refund", json={"pending_id": jpy}, headers=bearer(app, "boss")).status_code == 200
     assert [(r.amount, r.currency) for r in gateway.refunds] == [(12_000, "eur"), (60_000, "jpy")]
+
+
+def test_slack_offers_approval_links_only_to_approvers_whose_limit_is_in_the_refunds_currency(
+    slack_app: Flask, slack: SlackStandIn, intake_headers: dict[str, str], gateway: FakeGateway  # noqa: F811
+) -> None:
+    gateway.add_charge("ch_eur", 50_000, currency="eur")
+    db = slack_app.extensions["refund_service"].db
+    add_approver(db, "anyone", utcnow())
+    add_approver(db, "eur_ok", utcnow(), limits=[Money(20_000, "eur")])
+    add_approver(db, "usd_only", utcnow(), limits=[Money(1_000_000, "usd")])
+    queue(slack_app.test_client(), intake_headers, "ch_eur", 12_000)
+
+    run_worker(slack_app)
+
+    [message] = slack.messages
+    offered = re.findall(r"Approve or reject as ([^>]+)>", json.dumps(message["blocks"]))
+    assert offered == ["anyone", "eur_ok"]
 
 
 def test_the_cli_reads_limits_in_major_units_for_zero_and_three_decimal_currencies(app: Flask) -> None:
