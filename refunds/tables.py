@@ -255,19 +255,6 @@ approvers = Table(
     UniqueConstraint("slack_user_id", name="uq_approvers_slack_user_id"),
 )
 
-# An approver's email addresses, stored normalised (see `identity.normalise`): with the name and the
-# Slack user id, what self-approval is checked against. An address belongs to one approver at most.
-approver_emails = Table(
-    "approver_emails",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("approver_id", Integer, ForeignKey("approvers.id"), nullable=False),
-    Column("email", String(EMAIL), nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    UniqueConstraint("email", name="uq_approver_emails_email"),
-)
-Index("ix_approver_emails_approver_id", approver_emails.c.approver_id)
-
 # The most an approver may approve alone, per currency, in that currency's minor units. An approver
 # with no row here has no limit; one with rows may approve only in those currencies (a limit in one
 # currency never covers another). Rows rather than a JSON column: one limit per currency is a key
@@ -280,3 +267,16 @@ approver_limits = Table(
     Column("amount", BigInteger, nullable=False),
     CheckConstraint("amount >= 0", name="ck_approver_limits_amount"),
 )
+
+# An approver's email addresses, stored normalised (see `identity.normalise`): with the name and the
+# Slack user id, what self-approval is checked against. An address belongs to one approver at most.
+approver_emails = Table(
+    "approver_emails",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("approver_id", Integer, ForeignKey("approvers.id"), nullable=False),
+    Column("email", String(EMAIL), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("email", name="uq_approver_emails_email"),
+)
+Index("ix_approver_emails_approver_id", approver_emails.c.approver_id)
