@@ -160,7 +160,8 @@ def _notifier(settings: Settings, db: Database, links: ApprovalLinks | None, pol
 
 def _approval_link_source(db: Database, links: ApprovalLinks, policy: PolicyConfig,
                           two_person_threshold: int | None) -> ApprovalLinkSource:
-    """Made when a message is delivered: a link for each active approver whose limit covers the amount.
+    """Made when a message is delivered: a link for each active approver whose limit in its currency covers
+    the amount.
 
     Everyone in the channel sees every link, so whoever reads the message can act as any listed
     approver: never for refunds under the two-person rule, where that would let one person
@@ -175,7 +176,7 @@ def _approval_link_source(db: Database, links: ApprovalLinks, policy: PolicyConf
             return []
         return [(a.name, links.url(pending_id, a.name, amount, currency, credential=a.token_hash))
                 for a in approvers.list_all(db)
-                if a.revoked_at is None and (a.approval_limit is None or amount <= a.approval_limit)]
+                if a.revoked_at is None and a.covers(Money(amount, currency))]
 
     return pairs
 

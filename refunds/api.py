@@ -21,9 +21,11 @@ from .http_errors import HttpRefusal, error_answer
 from .intake_auth import WEBHOOK_KEY_PREFIX, IntakeAuth, IntakeCaller
 from .json_body import parse_object
 from .limits import APPROVER_NAME, APPROVER_NAME_PATTERN, IDEMPOTENCY_KEY
+from .money import Money
 from .openapi import openapi_document
 from .pagination import decode_cursor, encode_cursor, page_limit
 from .responses import (
+    ApprovalLimit,
     Approved,
     Approver,
     ApproverList,
@@ -225,12 +227,14 @@ def add_approver() -> Response:
     body = _parse(NewApproverBody)
     try:
         emails = approvers.normalise_emails(body.emails or ())
+        limits = [Money(amount, currency) for currency, amount in sorted((body.approval_limits or {}).items())]
         token = approvers.add(_service().db, body.name, _service().clock(), role=body.role,
-                              approval_limit=body.approval_limit, slack_user_id=body.slack_user_id, emails=emails)
+                              limits=limits, slack_user_id=body.slack_user_id, emails=emails)
     except ValueError as exc:  # an address that is not one once normalised (a full-width at sign, say)
         raise InvalidRequest(str(exc)) from None
     current_app.logger.info("approver %s added by %s", body.name, g.approver)
-    return respond(NewApprover(name=body.name, role=body.role, approval_limit=body.approval_limit,
+    shown = [ApprovalLimit.model_validate(m) for m in limits]
+    return respond(NewApprover(name=body.name, role=body.role, approval_limits=shown,
                                slack_user_id=body.slack_user_id, emails=emails, token=token), 201)
 
 

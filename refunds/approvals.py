@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from . import approvers, deciding, execution, identity, rules, store
+from . import approvers, deciding, execution, rules, store
 from .domain import CREDENTIAL_CHANGED, Actor, Context, CredentialCheck, Outcome, WithDecision
 from .errors import (
     AlreadyApproved,
@@ -18,9 +18,7 @@ from .errors import (
     LinkInvalid,
     NotAnApprover,
     NotPending,
-    OverApprovalLimit,
     RequestNotFound,
-    SelfApproval,
 )
 from .money import Money
 from .records import PendingRefund, RefundRequest
@@ -133,18 +131,15 @@ def _open(conn: Connection, pending_id: int) -> tuple[PendingRefund, RefundReque
 
 def _may_approve(conn: Connection, actor: Actor, request: RefundRequest, pending: PendingRefund,
                  credential: CredentialCheck | None) -> None:
+    """Raises NotAnApprover, LinkInvalid (`credential` refuses their token), SelfApproval or OverApprovalLimit."""
     approver = approvers.active_in(conn, actor.name)
     if approver is None:
         raise NotAnApprover(f"{actor.name} is not an active approver.")
     if credential is not None and not credential(approver.token_hash):
         raise LinkInvalid(CREDENTIAL_CHANGED)
-    # Against every identity (name, emails, Slack user), through look-alikes: see identity.py.
-    if identity.same_person(request.requested_by, approver.identities):
-        raise SelfApproval(f"{actor.name} asked for this refund and cannot approve it.")
-    if approver.approval_limit is not None and pending.amount > approver.approval_limit:
-        raise OverApprovalLimit(
-            f"{Money(pending.amount, pending.currency)} is over {actor.name}'s approval limit of "
-            f"{Money(approver.approval_limit, pending.currency)}.")
+    # Self-approval against every identity (name, emails, Slack user) through look-alikes, and the limit
+    # in the refund's own currency: the policy decides (rules.may_approve).
+    rules.may_approve(approver.facts, request.requested_by, Money(pending.amount, pending.currency))
 
 
 def escalate_and_expire(ctx: Context, escalate_after: timedelta | None, expire_after: timedelta | None,

@@ -1,4 +1,4 @@
-"""Command-line tools: `flask --app app db upgrade | db copy | approvers ... | worker`."""
+"""Command-line tools: `flask --app app db upgrade | db copy | approvers ... | policy ... | worker`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from . import approvers
 from .db import current_revision
 from .errors import RefundError
 from .limits import SLACK_USER_ID_PATTERN
-from .money import Money
+from .money import Money, parse_major
 from .policy_cli import policy_cli
 from .service import Actor, RefundService, utcnow
 
@@ -72,6 +72,27 @@ EMAIL_HELP = "an email address of NAME's: refunds requested by it are ones NAME 
 SLACK_USER_HELP = "Slack member id (U... or W...: profile, \u22ee, Copy member ID) whose buttons act as NAME"
 
 
+LIMIT_HELP = ("the most NAME may approve alone in one currency, as AMOUNT:CURRENCY in major units (500.00:usd, "
+              "5000:jpy, 5.000:kwd); repeat for several currencies. No limit in a currency: may not approve it alone")
+
+
+class LimitType(click.ParamType[Money, "str | Money"]):
+    """`--limit 500.00:usd`: an amount in major units and its currency, read as `Money` (minor units)."""
+
+    name = "AMOUNT:CURRENCY"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Money:
+        if isinstance(value, Money):
+            return value
+        amount, colon, currency = str(value).partition(":")
+        if not colon:  # limits used to be bare minor units: refuse rather than guess which currency or scale
+            self.fail(f"{value!r} has no currency: write AMOUNT:CURRENCY in major units, like 500.00:usd", param, ctx)
+        try:
+            return parse_major(amount, currency)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 def _slack_user(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is not None and not re.fullmatch(SLACK_USER_ID_PATTERN, value):
         raise click.BadParameter("a Slack member id looks like U0123ABCD (profile, \u22ee, Copy member ID)")
@@ -82,14 +103,14 @@ def _slack_user(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.argument("name")
 @click.option("--role", type=click.Choice(approvers.ROLES), default="approver", show_default=True,
               help="admins may also manage approvers through the API")
-@click.option("--limit", type=click.IntRange(min=0), default=None,
-              help="largest refund NAME may approve alone, in minor units (default: no limit)")
+@click.option("--limit", "limits", type=LimitType(), multiple=True, help=LIMIT_HELP + " (default: no limit)")
 @click.option("--slack-user", callback=_slack_user, default=None, help=SLACK_USER_HELP)
 @click.option("--email", "emails", multiple=True, help=EMAIL_HELP + " (repeat for several)")
-def approvers_add(name: str, role: str, limit: int | None, slack_user: str | None, emails: tuple[str, ...]) -> None:
+def approvers_add(name: str, role: str, limits: tuple[Money, ...], slack_user: str | None,
+                  emails: tuple[str, ...]) -> None:
     """Create approver NAME and print their token. It is shown once; only its hash is kept."""
     try:
-        token = approvers.add(_service().db, name, utcnow(), role=role, approval_limit=limit,
+        token = approvers.add(_service().db, name, utcnow(), role=role, limits=limits,
                               slack_user_id=slack_user, emails=emails)
     except (RefundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -100,22 +121,22 @@ def approvers_add(name: str, role: str, limit: int | None, slack_user: str | Non
 @approvers_cli.command("set")
 @click.argument("name")
 @click.option("--role", type=click.Choice(approvers.ROLES), default=None, help="approver or admin")
-@click.option("--limit", type=click.IntRange(min=0), default=None,
-              help="largest refund NAME may approve alone, in minor units")
-@click.option("--no-limit", is_flag=True, help="remove NAME's approval limit")
+@click.option("--limit", "limits", type=LimitType(), multiple=True,
+              help=LIMIT_HELP + "; replaces all of NAME's limits")
+@click.option("--no-limit", is_flag=True, help="remove all NAME's approval limits: any amount, any currency")
 @click.option("--slack-user", callback=_slack_user, default=None, help=SLACK_USER_HELP)
 @click.option("--add-email", "add_emails", multiple=True, help=EMAIL_HELP + " to add (repeat for several)")
 @click.option("--remove-email", "remove_emails", multiple=True, help="an email address of NAME's to remove")
-def approvers_set(name: str, role: str | None, limit: int | None, no_limit: bool, slack_user: str | None,
+def approvers_set(name: str, role: str | None, limits: tuple[Money, ...], no_limit: bool, slack_user: str | None,
                   add_emails: tuple[str, ...], remove_emails: tuple[str, ...]) -> None:
-    """Change active approver NAME's role, approval limit, Slack user or email addresses; their token stays."""
-    if limit is not None and no_limit:
+    """Change active approver NAME's role, approval limits, Slack user or email addresses; their token stays."""
+    if limits and no_limit:
         raise click.UsageError("give --limit or --no-limit, not both")
-    if role is None and limit is None and not no_limit and slack_user is None and not add_emails and not remove_emails:
+    if role is None and not limits and not no_limit and slack_user is None and not add_emails and not remove_emails:
         raise click.UsageError("nothing to change: give --role, --limit, --no-limit, --slack-user, --add-email "
                                "or --remove-email")
     try:
-        approver = approvers.change(_service().db, name, role=role, approval_limit=limit, no_limit=no_limit,
+        approver = approvers.change(_service().db, name, role=role, limits=limits, no_limit=no_limit,
                                     slack_user_id=slack_user, add_emails=add_emails, remove_emails=remove_emails,
                                     now=utcnow())
     except (RefundError, ValueError) as exc:
@@ -127,7 +148,7 @@ def approvers_set(name: str, role: str | None, limit: int | None, no_limit: bool
 
 @approvers_cli.command("list")
 def approvers_list() -> None:
-    """List approvers: active or revoked, role, approval limit (minor units), Slack user and email addresses."""
+    """List approvers: active or revoked, role, approval limits per currency, Slack user and email addresses."""
     for approver in approvers.list_all(_service().db):
         state = f"revoked {approver.revoked_at:%Y-%m-%d %H:%M}Z" if approver.revoked_at else "active"
         click.echo(f"{approver.name}\t{state}\tadded {approver.created_at:%Y-%m-%d %H:%M}Z\t{_emails(approver)}\t"
@@ -135,7 +156,7 @@ def approvers_list() -> None:
 
 
 def _describe(approver: approvers.Approver) -> str:
-    limit = f"limit {approver.approval_limit}" if approver.approval_limit is not None else "no limit"
+    limit = f"limit {', '.join(map(str, approver.limits))}" if approver.limits else "no limit"
     return f"{approver.role}, {limit}, slack {approver.slack_user_id or '-'}"
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-__all__ = ["THREE_DECIMAL", "ZERO_DECIMAL", "Money", "decimals", "format_money"]
+__all__ = ["THREE_DECIMAL", "ZERO_DECIMAL", "Money", "decimals", "format_money", "parse_major"]
 
 # Stripe's zero-decimal currencies: amounts are whole units.
 ZERO_DECIMAL = frozenset(
@@ -52,3 +53,22 @@ def format_money(amount: int, currency: str) -> str:
     if places:
         text += f".{minor:0{places}d}"
     return f"{sign}{text} {currency.upper()}"
+
+
+def parse_major(text: str, currency: str) -> Money:
+    """`parse_major("500.00", "usd")` is `Money(50000, "usd")`: an amount as people write it (major units).
+
+    `"5,000"` is not accepted (write 5000); at most as many digits after the point as `currency`
+    has (`decimals`). Raises ValueError for anything else, saying what is wrong, or a negative amount.
+    """
+    code = currency.strip().lower()
+    if not re.fullmatch(r"[a-z]{3}", code):
+        raise ValueError(f"{currency!r} is not a currency code (three letters, like usd)")
+    places = decimals(code)
+    match = re.fullmatch(r"(\d+)(?:\.(\d+))?", text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not an amount of {code.upper()} (like 500 or 500.00, 0 or more)")
+    whole, minor = match.group(1), match.group(2) or ""
+    if len(minor) > places:
+        raise ValueError(f"{text!r}: {code.upper()} has {places} digit(s) after the point")
+    return Money(int(whole) * 10**places + int(minor.ljust(places, "0") or "0"), code)

@@ -197,7 +197,6 @@ class ApproverRecord(_Record):
     created_at: datetime
     revoked_at: datetime | None
     role: str
-    approval_limit: int | None
     slack_user_id: str | None
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "Answer",
     "Approval",
     "ApprovalEntry",
+    "ApprovalLimit",
     "Approved",
     "Approver",
     "ApproverList",
@@ -319,12 +320,32 @@ _REQUEST_COLUMNS = ("status", "decision", "policy_explanation", "charge_id", "pa
 SlackUserId = Annotated[str, WithJsonSchema({"type": "string", "pattern": limits.SLACK_USER_ID_PATTERN})]
 
 
+class ApprovalLimit(Answer):
+    """The most an approver may approve alone in one currency."""
+
+    amount: Amount
+    currency: Currency
+
+    @computed_field(description="For people, e.g. '500.00 USD'.")  # type: ignore[prop-decorator]
+    @property
+    def display(self) -> str:
+        return format_money(self.amount, self.currency)
+
+
+LIMITS_DESCRIPTION = ("Their limits, one per currency, by currency. A refund in a currency not listed is one they "
+                      "may not approve; an empty list: no limit in any currency.")
+
+
+def _limits(limits: Any) -> list[ApprovalLimit]:
+    return [ApprovalLimit.model_validate(m) for m in limits]
+
+
 class Approver(Answer):
     """An approver as admins see them; never their token or its hash."""
 
     name: str
     role: Literal["approver", "admin"]
-    approval_limit: int | None
+    approval_limits: list[ApprovalLimit] = Field(description=LIMITS_DESCRIPTION)
     slack_user_id: SlackUserId | None
     emails: list[str] = Field(description="Their email addresses, normalised (NFKC, case-folded, trimmed).")
     active: bool
@@ -333,7 +354,7 @@ class Approver(Answer):
     @classmethod
     def of(cls, approver: Any) -> Approver:
         """From an `approvers.Approver` (or anything with its attributes)."""
-        return cls(name=approver.name, role=approver.role, approval_limit=approver.approval_limit,
+        return cls(name=approver.name, role=approver.role, approval_limits=_limits(approver.limits),
                    slack_user_id=approver.slack_user_id, emails=list(approver.emails),
                    active=approver.revoked_at is None, created_at=approver.created_at)
 
@@ -347,7 +368,7 @@ class NewApprover(Answer):
 
     name: str
     role: Literal["approver", "admin"]
-    approval_limit: int | None
+    approval_limits: list[ApprovalLimit] = Field(description=LIMITS_DESCRIPTION)
     slack_user_id: SlackUserId | None
     emails: list[str] = Field(description="Their email addresses, normalised (NFKC, case-folded, trimmed).")
     token: str

@@ -173,13 +173,20 @@ class ApproveBody(_Strict):
     pending_id: Id
 
 
+CurrencyCode = Annotated[StrictStr, Field(max_length=limits.CURRENCY, pattern=CURRENCY_PATTERN)]
+LimitAmount = Annotated[StrictInt, Field(ge=0, le=MAX_AMOUNT), BeforeValidator(_whole_number)]
+
+
 class NewApproverBody(_Strict):
     """Body of POST /approvers (admins only)."""
 
     name: ApproverName
     role: Literal["approver", "admin"] = "approver"
-    approval_limit: Annotated[StrictInt, Field(ge=0, le=MAX_AMOUNT)] | None = Field(
-        default=None, description="The largest amount, in minor units, they may approve. Absent: no limit.")
+    approval_limits: dict[CurrencyCode, LimitAmount] | None = Field(
+        default=None, max_length=50,
+        description="The most they may approve alone, per currency, in its minor units: `{\"usd\": 50000, "
+                    "\"jpy\": 50000}` is 500.00 USD and 50,000 JPY. A refund in a currency not listed is one they "
+                    "may not approve. Absent or empty: no limit in any currency.")
     slack_user_id: SlackUserId | None = None
     emails: list[Annotated[StrictStr, Field(max_length=limits.EMAIL, pattern=EMAIL_PATTERN,
                                             json_schema_extra={"format": UNAMBIGUOUS_FORMAT}),

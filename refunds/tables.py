@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
     Dialect,
@@ -262,9 +263,21 @@ approvers = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
     Column("role", String(20), nullable=False, server_default="approver"),  # approver | admin
-    Column("approval_limit", BigInteger),  # minor units they may approve alone; NULL: no limit
     Column("slack_user_id", String(SLACK_USER_ID)),
     UniqueConstraint("slack_user_id", name="uq_approvers_slack_user_id"),
+)
+
+# The most an approver may approve alone, per currency, in that currency's minor units. An approver
+# with no row here has no limit; one with rows may approve only in those currencies (a limit in one
+# currency never covers another). Rows rather than a JSON column: one limit per currency is a key
+# the database enforces, amounts are typed and checked, and the rows read like `approver_emails`.
+approver_limits = Table(
+    "approver_limits",
+    metadata,
+    Column("approver_id", Integer, ForeignKey("approvers.id"), primary_key=True),
+    Column("currency", String(CURRENCY), primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+    CheckConstraint("amount >= 0", name="ck_approver_limits_amount"),
 )
 
 # An approver's email addresses, stored normalised (see `identity.normalise`): with the name and the

@@ -16,6 +16,7 @@ from refunds.approval_links import SALT
 from refunds.approvers import add as add_approver
 from refunds.approvers import change, revoke
 from refunds.errors import LinkInvalid
+from refunds.money import Money
 from refunds.service import Actor, utcnow
 from refunds.tables import approval_link_uses, approvals, audit_log, pending_refunds
 from tests.conftest import active_approver, make_settings
@@ -312,7 +313,7 @@ def test_an_approval_refused_by_a_rule_after_the_link_is_checked_spends_nothing_
     _, csrf = open_page(client, link)
     # Her limit drops under the amount after the page was shown: the deciding transaction, which spends the
     # link first, refuses the approval, so the spend is rolled back with it.
-    change(db, "maria", approval_limit=10_000)
+    change(db, "maria", limits=[Money(10_000, "usd")])
 
     refused = client.post(link, data={"csrf_token": csrf, "action": "approve"})
 
@@ -324,7 +325,7 @@ def test_an_approval_refused_by_a_rule_after_the_link_is_checked_spends_nothing_
     assert gateway.calls == []
 
     # Nothing was decided, so the link was not used: once the limit allows it, the same link acts, once.
-    change(db, "maria", approval_limit=20_000)
+    change(db, "maria", limits=[Money(20_000, "usd")])
     _, csrf = open_page(client, link)
     done = client.post(link, data={"csrf_token": csrf, "action": "approve"})
     assert "Approved by maria" in done.get_data(as_text=True)

@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 
 from refunds import create_app
 from refunds.approvers import add as add_approver
+from refunds.money import Money
 from refunds.service import utcnow
 from refunds.tables import approvals, audit_log, pending_refunds, refund_log, refund_requests
 from tests.conftest import make_settings, run_worker
@@ -101,7 +102,7 @@ def test_each_refused_approver_gets_the_right_status_and_stripe_sees_nothing(
 
         revoke(db, "gone", utcnow())
     elif who == "over limit":
-        headers = token_for(app, "junior", approval_limit=10_000)
+        headers = token_for(app, "junior", limits=[Money(10_000, "usd")])
     elif who == "requester":
         headers = token_for(app, "sam@support.example")
     else:
@@ -117,7 +118,7 @@ def test_an_approver_within_their_limit_may_approve(
     app: Flask, client: FlaskClient, intake_headers: dict[str, str], gateway: FakeGateway
 ) -> None:
     pending_id = queue(client, intake_headers, 9_000)
-    assert approve(client, pending_id, token_for(app, "junior", approval_limit=9_000)).status_code == 200
+    assert approve(client, pending_id, token_for(app, "junior", limits=[Money(9_000, "usd")])).status_code == 200
     assert len(gateway.refunds) == 1
 
 
@@ -127,14 +128,14 @@ def test_admins_manage_approvers_over_the_api_and_others_may_not(
     admin, plain = token_for(app, "root", role="admin"), token_for(app, "maria")
     assert client.get("/approvers", headers=plain).status_code == 403
     assert client.post("/approvers", json={"name": "x"}, headers=plain).status_code == 403
-    created = client.post("/approvers", json={"name": "li", "approval_limit": 5_000, "slack_user_id": "U123ABC"},
-                          headers=admin)
+    created = client.post("/approvers", headers=admin,
+                          json={"name": "li", "approval_limits": {"usd": 5_000}, "slack_user_id": "U123ABC"})
     assert created.status_code == 201
     li = {"Authorization": f"Bearer {created.get_json()['token']}"}
     assert client.get("/pending-refunds", headers=li).status_code == 200
     listed = {a["name"]: a for a in client.get("/approvers", headers=admin).get_json()["approvers"]}
-    assert (listed["li"]["approval_limit"], listed["li"]["slack_user_id"], listed["li"]["active"]) == (
-        5_000, "U123ABC", True)
+    assert (listed["li"]["approval_limits"], listed["li"]["slack_user_id"], listed["li"]["active"]) == (
+        [{"amount": 5_000, "currency": "usd", "display": "50.00 USD"}], "U123ABC", True)
     assert client.delete("/approvers/li", headers=admin).status_code == 200
     assert client.get("/pending-refunds", headers=li).status_code == 401
     assert client.delete("/approvers/li", headers=admin).status_code == 404

@@ -6,6 +6,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from refunds import approvers
+from refunds.money import Money
 from tests.fakes import FakeGateway
 
 
@@ -15,39 +16,40 @@ def invoke(app: Flask, *args: str) -> tuple[int, str]:
 
 
 def test_add_takes_a_role_a_limit_and_a_slack_user(app: Flask) -> None:
-    code, output = invoke(app, "add", "li", "--role", "admin", "--limit", "50000", "--slack-user", "U024BE7LH")
+    code, output = invoke(app, "add", "li", "--role", "admin", "--limit", "500.00:usd", "--slack-user", "U024BE7LH")
 
     assert code == 0, output
     token = output.strip().splitlines()[-1]
     found = approvers.authenticate(app.extensions["refund_service"].db, token)
     assert found is not None
-    assert (found.name, found.role, found.approval_limit, found.slack_user_id) == ("li", "admin", 50000, "U024BE7LH")
+    assert (found.name, found.role, found.limits, found.slack_user_id) == (
+        "li", "admin", (Money(50000, "usd"),), "U024BE7LH")
 
 
 def test_add_without_options_makes_an_approver_with_no_limit(app: Flask) -> None:
     assert invoke(app, "add", "maria")[0] == 0
     [maria] = approvers.list_all(app.extensions["refund_service"].db)
-    assert (maria.role, maria.approval_limit, maria.slack_user_id) == ("approver", None, None)
+    assert (maria.role, maria.limits, maria.slack_user_id) == ("approver", (), None)
 
 
 def test_set_changes_the_limit_role_and_slack_user_and_keeps_the_token(app: Flask) -> None:
-    _, output = invoke(app, "add", "maria", "--limit", "100")
+    _, output = invoke(app, "add", "maria", "--limit", "1.00:usd")
     token = output.strip().splitlines()[-1]
 
-    code, output = invoke(app, "set", "maria", "--limit", "75000", "--role", "admin", "--slack-user", "U061F7AUR")
+    code, output = invoke(app, "set", "maria", "--limit", "750.00:usd", "--role", "admin", "--slack-user", "U061F7AUR")
     assert code == 0, output
-    assert "admin, limit 75000, slack U061F7AUR" in output
+    assert "admin, limit 750.00 USD, slack U061F7AUR" in output
     code, output = invoke(app, "set", "maria", "--no-limit")
     assert code == 0, output
 
     found = approvers.authenticate(app.extensions["refund_service"].db, token)
     assert found is not None
-    assert (found.role, found.approval_limit, found.slack_user_id) == ("admin", None, "U061F7AUR")
+    assert (found.role, found.limits, found.slack_user_id) == ("admin", (), "U061F7AUR")
     assert approvers.by_slack_user(app.extensions["refund_service"].db, "U061F7AUR") == found
 
 
 def test_list_shows_each_approvers_role_limit_and_slack_user(app: Flask) -> None:
-    invoke(app, "add", "li", "--limit", "5000", "--slack-user", "U024BE7LH")
+    invoke(app, "add", "li", "--limit", "50.00:usd", "--slack-user", "U024BE7LH")
     invoke(app, "add", "old")
     invoke(app, "revoke", "old")
 
@@ -55,7 +57,7 @@ def test_list_shows_each_approvers_role_limit_and_slack_user(app: Flask) -> None
 
     assert code == 0
     li, old = output.strip().splitlines()
-    assert li.startswith("li\tactive\t") and li.endswith("approver, limit 5000, slack U024BE7LH")
+    assert li.startswith("li\tactive\t") and li.endswith("approver, limit 50.00 USD, slack U024BE7LH")
     assert old.startswith("old\trevoked ")
 
 
@@ -70,26 +72,26 @@ def test_a_slack_user_linked_to_someone_else_is_refused_by_name(app: Flask) -> N
 
 
 def test_wrong_options_are_refused_with_a_reason_and_change_nothing(app: Flask) -> None:
-    invoke(app, "add", "maria", "--limit", "100")
+    invoke(app, "add", "maria", "--limit", "1.00:usd")
     for args, reason in [
         (["add", "li", "--slack-user", "li@example.com"], "Slack member id"),
         (["add", "li", "--limit", "-1"], "--limit"),
         (["add", "li", "--role", "owner"], "--role"),
-        (["set", "maria", "--limit", "5", "--no-limit"], "not both"),
+        (["set", "maria", "--limit", "0.05:usd", "--no-limit"], "not both"),
         (["set", "maria"], "nothing to change"),
-        (["set", "nobody", "--limit", "5"], "No active approver named 'nobody'"),
+        (["set", "nobody", "--limit", "0.05:usd"], "No active approver named 'nobody'"),
     ]:
         code, output = invoke(app, *args)
         assert code != 0, args
         assert reason in output, (args, output)
     [maria] = approvers.list_all(app.extensions["refund_service"].db)
-    assert maria.approval_limit == 100
+    assert maria.limits == (Money(100, "usd"),)
 
 
 def test_cli_approval_follows_the_rules_and_audit_shows_every_step_with_its_channel(
     app: Flask, client: FlaskClient, intake_headers: dict[str, str], gateway: FakeGateway
 ) -> None:
-    invoke(app, "add", "maria", "--limit", "10000")
+    invoke(app, "add", "maria", "--limit", "100.00:usd")
     invoke(app, "add", "li")
     pending = client.post("/refund-request", json={"charge_id": "ch_big", "amount": 12000},
                           headers=intake_headers).get_json()

@@ -56,6 +56,7 @@ STORED_IN: dict[type[BaseModel], dict[str, list[Column[Any]]]] = {
         "name": [approvers.c.name, approvals.c.approver, approval_link_uses.c.approver, audit_log.c.actor],
         "role": [approvers.c.role],
         "slack_user_id": [approvers.c.slack_user_id],
+        "approval_limits": [],  # an object: its keys (currencies) are checked in test_approver_limit_currencies
     },
     StripeEvent: {"id": [stripe_events.c.id], "type": [stripe_events.c.type]},
     StripeRefund: {

@@ -17,6 +17,7 @@ from refunds import create_app
 from refunds.approval_links import ApprovalLinks
 from refunds.approvers import add as add_approver
 from refunds.approvers import revoke
+from refunds.money import Money
 from refunds.notifier import TITLES, DeliveryFailed, LogNotifier, SlackNotifier, build_message
 from refunds.service import utcnow
 from refunds.tables import outbox
@@ -180,7 +181,7 @@ def test_slack_gets_a_link_for_each_approver_who_may_decide_and_the_outbox_keeps
 ) -> None:
     db = slack_app.extensions["refund_service"].db
     add_approver(db, "maria", utcnow())
-    add_approver(db, "li", utcnow(), approval_limit=5_000)  # 50.00: too little for this refund
+    add_approver(db, "li", utcnow(), limits=[Money(5_000, "usd")])  # 50.00: too little for this refund
     add_approver(db, "old", utcnow())
     revoke(db, "old", utcnow())
     client: FlaskClient = slack_app.test_client()

@@ -24,6 +24,7 @@ from refunds import create_app
 from refunds.approvers import add as add_approver
 from refunds.approvers import revoke
 from refunds.errors import StripeUnavailable
+from refunds.money import Money
 from refunds.notifier import build_message
 from refunds.service import utcnow
 from refunds.tables import approvals, audit_log, outbox, pending_refunds, refund_requests
@@ -383,7 +384,7 @@ def test_a_look_alike_host_does_not_pass_for_the_allowed_prefix(
 def test_an_approver_over_their_limit_is_told_privately_and_the_buttons_stay_for_the_others(
     app: Flask, pending_id: int, gateway: FakeGateway, reply_to: SlackStandIn
 ) -> None:
-    add_approver(app.extensions["refund_service"].db, "li", utcnow(), approval_limit=5000, slack_user_id="U0LI")
+    add_approver(app.extensions["refund_service"].db, "li", utcnow(), limits=[Money(5000, "usd")], slack_user_id="U0LI")
     body = form(click(app, "approve_refund", pending_id, "U0LI", response_url=reply_to.webhook_url))
 
     deliver(app, body, signed(body))

@@ -7,11 +7,11 @@ No Flask, no SQL, no Stripe, no clock: the service gathers `Facts` and asks. The
 - `schema`: the file's strict shape. `facts`: what a decision is made on, and its stored JSON.
 - `intake`: a reason the policy accepts (`check_reason`), the amount Stripe would refund (`refundable_amount`).
 - `engine`: `decide(facts, policy) -> Decision`, with the precedence of the rules; `checks`: the rules.
-- `approval`: how many must approve (`approvals_required`) and who may (`may_approve`).
+- `approval`: how many must approve (`approvals_required`) and who may (`may_approve`, `within_limit`).
 - `replay`: past requests decided again under a candidate policy, and what would change.
 """
 
-from .approval import ApproverFacts, approvals_required, may_approve
+from .approval import ApproverFacts, approvals_required, may_approve, within_limit
 from .checks import Finding
 from .engine import PRECEDENCE, Decision, decide
 from .facts import LAST_DAY, LAST_HOUR, ChargeFacts, Facts, Recent, customer_identity, facts_as_json, facts_from_json
@@ -23,5 +23,5 @@ __all__ = [
     "DEFAULT_SOURCE", "LAST_DAY", "LAST_HOUR", "PRECEDENCE", "ApproverFacts", "ChargeFacts", "Decision", "Facts",
     "Finding", "PastDecision", "PolicyConfig", "PolicyError", "Recent", "ReplayReport", "approvals_required",
     "check_reason", "customer_identity", "decide", "default_policy", "facts_as_json", "facts_from_json",
-    "load_policy", "may_approve", "parse_policy", "refundable_amount", "replay", "stripe_reason",
+    "load_policy", "may_approve", "parse_policy", "refundable_amount", "replay", "stripe_reason", "within_limit",
 ]

@@ -14,7 +14,7 @@ from ..identity import same_person
 from ..money import Money
 from .loading import PolicyConfig
 
-__all__ = ["ApproverFacts", "approvals_required", "may_approve"]
+__all__ = ["ApproverFacts", "approvals_required", "may_approve", "within_limit"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,15 @@ def approvals_required(refund: Money, policy: PolicyConfig) -> int:
     return 1
 
 
+def within_limit(approver: ApproverFacts, refund: Money) -> bool:
+    """True if `refund` is at or under `approver`'s limit in its currency, or they have no limits at all.
+    The limit part of `may_approve`, for choosing whom to offer a refund (approval links)."""
+    if approver.limits is None:
+        return True
+    limit = approver.limits.get(refund.currency)
+    return limit is not None and refund.amount <= limit
+
+
 def may_approve(approver: ApproverFacts, requested_by: str, refund: Money) -> None:
     """Return if `approver` may approve `refund`, asked for by `requested_by`.
 
@@ -47,13 +56,12 @@ def may_approve(approver: ApproverFacts, requested_by: str, refund: Money) -> No
     """
     if same_person(requested_by, approver.identities):
         raise SelfApproval(f"{approver.name} asked for this refund and cannot approve it.")
-    if approver.limits is None:
+    if within_limit(approver, refund):
         return
+    assert approver.limits is not None  # within_limit is True without limits
     limit = approver.limits.get(refund.currency)
     if limit is None:
         held = ", ".join(sorted(c.upper() for c in approver.limits)) or "none"
         raise OverApprovalLimit(f"{approver.name} has no approval limit in {refund.currency.upper()} "
                                 f"(their limits are in: {held}), so cannot approve {refund}.")
-    if refund.amount > limit:
-        raise OverApprovalLimit(f"{refund} is over {approver.name}'s approval limit of "
-                                f"{Money(limit, refund.currency)}.")
+    raise OverApprovalLimit(f"{refund} is over {approver.name}'s approval limit of {Money(limit, refund.currency)}.")
