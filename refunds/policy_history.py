@@ -4,7 +4,7 @@ Read-only: one read transaction (`Database.read()`), never a write. The facts ar
 `rules.facts_as_json` stored in `refund_requests.policy_facts` (migration 0006) when the request was
 decided, and the action decided then is `refund_requests.decision`. Requests never decided (their
 charge was never read) are not history. A decided request without recorded facts (decided before
-they were recorded, or a database without the column) cannot be replayed: it is counted, not guessed.
+they were recorded) cannot be replayed: it is counted, not guessed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Text, column, inspect, null, select
+from sqlalchemy import select
 
 from .db import Database
 from .policy import Action
@@ -27,10 +27,6 @@ __all__ = ["NO_FACTS", "UNREADABLE_FACTS", "replay_history"]
 NO_FACTS = "no recorded facts"
 UNREADABLE_FACTS = "recorded facts unreadable"
 
-# Named, not taken from `tables`: the column comes with migration 0006 and may be missing (see has_facts).
-_POLICY_FACTS = column("policy_facts", Text)
-
-
 def replay_history(db: Database, candidate: PolicyConfig,
                    since: datetime | None = None) -> tuple[ReplayReport, dict[str, int]]:
     """Every request decided (created at or after `since`, timezone-aware, when given) decided again under
@@ -38,17 +34,12 @@ def replay_history(db: Database, candidate: PolicyConfig,
     Writes nothing."""
     skipped: Counter[str] = Counter()
     with db.read() as conn:
-        facts = _POLICY_FACTS if _has_facts(conn) else null()
-        query = (select(refund_requests.c.id, refund_requests.c.decision, facts.label("policy_facts"))
+        query = (select(refund_requests.c.id, refund_requests.c.decision, refund_requests.c.policy_facts)
                  .where(refund_requests.c.decision.is_not(None)).order_by(refund_requests.c.id))
         if since is not None:
             query = query.where(refund_requests.c.created_at >= since)
         report = replay(_past(conn.execute(query), skipped), candidate)
     return report, dict(skipped)
-
-
-def _has_facts(conn: Connection) -> bool:
-    return any(c["name"] == "policy_facts" for c in inspect(conn).get_columns(refund_requests.name))
 
 
 def _past(rows: Iterable[Any], skipped: Counter[str]) -> Iterator[PastDecision]:

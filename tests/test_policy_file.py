@@ -199,3 +199,13 @@ def test_policy_check_prints_what_is_wrong_and_exits_1(tmp_path: Path) -> None:
     code, output = run_check(path)
     assert code == 1
     assert output == f"{path}: thresholds.usd.auto_approve: must be a whole number of minor units ≥ 0\n"
+
+
+def test_a_reason_name_longer_than_the_stored_reason_is_refused(tmp_path: Path) -> None:
+    """A request's reason is stored in a 32-character column: a longer name could never be requested."""
+    path = tmp_path / "policy.toml"
+    path.write_text("[thresholds.usd]\nauto_approve = 5000\n[reasons.a_reason_name_of_thirty_three_chars]\n"
+                    "stripe_reason = \"requested_by_customer\"\n")
+    with pytest.raises(PolicyError, match=r"reasons\.a_reason_name_of_thirty_three_chars: a reason's name is at "
+                                          r"most 32 characters"):
+        load_policy(path)

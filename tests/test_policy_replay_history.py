@@ -1,21 +1,18 @@
 """`flask --app app policy replay CANDIDATE.toml`: the stored history decided again, on both databases.
 
 The history is seeded as rows of `refund_requests` with the facts recorded when each was decided
-(`policy_facts`, migration 0006). Until that migration is in this tree, the `facts_column` fixture
-adds the column for the test and drops it afterwards, so the schema other tests see is unchanged.
+(`policy_facts`, migration 0006).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from flask import Flask
-from sqlalchemy import Text, column, event, func, insert, inspect, select, table, text
+from sqlalchemy import event, func, insert, select
 
 from refunds.policy import Action
 from refunds.rules import PastDecision, facts_as_json
@@ -33,26 +30,8 @@ auto_approve = 5000
 [reasons.fraudulent]
 outcome = "review"
 """
-# refund_requests as migration 0006 leaves it, typed as the code's own table (UTC timestamps).
-WITH_FACTS = table("refund_requests", *(column(c.name, c.type) for c in refund_requests.columns
-                                        if c.name != "policy_facts"), column("policy_facts", Text))
 NOV = datetime(2026, 11, 27, 12, tzinfo=UTC)
 OCT = datetime(2026, 10, 1, 12, tzinfo=UTC)
-
-
-@pytest.fixture
-def facts_column(app: Flask) -> Iterator[None]:
-    """`refund_requests.policy_facts` as migration 0006 adds it: added for this test when missing, then dropped."""
-    engine = app.extensions["refund_service"].db.engine
-    present = any(c["name"] == "policy_facts" for c in inspect(engine).get_columns("refund_requests"))
-    if not present:
-        with engine.begin() as conn:
-            conn.execute(text("ALTER TABLE refund_requests ADD COLUMN policy_facts TEXT"))
-    yield
-    if not present:
-        engine.dispose()  # PostgreSQL: no pooled connection may hold the table while it changes back
-        with engine.begin() as conn:
-            conn.execute(text("ALTER TABLE refund_requests DROP COLUMN policy_facts"))
 
 
 def row(request_id: int, *, decision: Action | None, facts: str | None, created_at: datetime = NOV,
@@ -79,7 +58,7 @@ def seed(app: Flask) -> None:
         row(9, decision=Action.AUTO_APPROVE, facts='{"refund": "?"}'),
     ]
     with app.extensions["refund_service"].db.transaction() as conn:
-        conn.execute(insert(WITH_FACTS).values(rows))
+        conn.execute(insert(refund_requests).values(rows))
 
 
 def replay_cli(app: Flask, tmp_path: Path, *args: str) -> tuple[int, str]:
@@ -89,7 +68,6 @@ def replay_cli(app: Flask, tmp_path: Path, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-@pytest.mark.usefixtures("facts_column")
 def test_replay_counts_the_stored_history_and_names_the_requests_that_change(app: Flask, tmp_path: Path) -> None:
     seed(app)
 
@@ -109,7 +87,6 @@ def test_replay_counts_the_stored_history_and_names_the_requests_that_change(app
     assert report["since"] is None
 
 
-@pytest.mark.usefixtures("facts_column")
 def test_replay_since_a_day_leaves_out_older_requests_and_prints_for_people(app: Flask, tmp_path: Path) -> None:
     seed(app)
 
@@ -125,7 +102,6 @@ def test_replay_since_a_day_leaves_out_older_requests_and_prints_for_people(app:
     assert lines[-2:] == ["not replayable (no recorded facts): 1", "not replayable (recorded facts unreadable): 1"]
 
 
-@pytest.mark.usefixtures("facts_column")
 def test_replay_writes_nothing(app: Flask, tmp_path: Path) -> None:
     seed(app)
     engine = app.extensions["refund_service"].db.engine

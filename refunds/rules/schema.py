@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
 from pydantic_core import PydanticCustomError
 
+from ..limits import REASON
 from ..money import decimals
 
 __all__ = [
@@ -162,6 +163,9 @@ class PolicySpec(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> PolicySpec:
         for name, reason in self.reasons.items():
+            if len(name) > REASON:  # a request's reason is stored in a column this wide
+                raise PydanticCustomError("reason_name", "reasons.{name}: a reason's name is at most {limit} "
+                                          "characters", {"name": name, "limit": REASON})
             if reason.stripe_reason is None and name not in STRIPE_REASONS:
                 raise PydanticCustomError("stripe_reason", "reasons.{name}.stripe_reason: is required for a reason "
                                           "that is not one of Stripe's ({known})",
