@@ -209,3 +209,12 @@ def test_a_reason_name_longer_than_the_stored_reason_is_refused(tmp_path: Path) 
     with pytest.raises(PolicyError, match=r"reasons\.a_reason_name_of_thirty_three_chars: a reason's name is at "
                                           r"most 32 characters"):
         load_policy(path)
+
+
+def test_the_readmes_policy_example_is_the_example_file_and_loads() -> None:
+    root = Path(__file__).resolve().parents[1]
+    readme = root.joinpath("README.md").read_text()
+    section = readme[readme.index("## Refund policy"):]
+    shown = section[section.index("```toml\n") + len("```toml\n"):section.index("\n```\n")] + "\n"
+    assert shown == root.joinpath("deploy", "policy.example.toml").read_text()
+    assert load_policy(root / "deploy" / "policy.example.toml").rule_names
