@@ -64,6 +64,7 @@ def create_app(
             max_network_retries=settings.stripe_max_network_retries,
             timeout_seconds=settings.stripe_timeout_seconds,
         )
+        gateway = _rate_limited(gateway, settings, db)
     links = (ApprovalLinks(settings.approval_link_secret, ttl_seconds=settings.approval_link_ttl_seconds,
                            base_url=settings.public_base_url)
              if settings.approval_link_secret else None)
@@ -162,6 +163,13 @@ def _approval_link_source(db: Database, links: ApprovalLinks, two_person_thresho
                 if a.revoked_at is None and (a.approval_limit is None or amount <= a.approval_limit)]
 
     return pairs
+
+
+def _rate_limited(gateway: RefundGateway, settings: Settings, db: Database) -> RefundGateway:
+    """Stripe's calls within STRIPE_RATE_LIMIT, shared by every process (see `refunds.rate_limit`)."""
+    from .rate_limit import RateLimitedGateway, limiter_for
+
+    return RateLimitedGateway(gateway, limiter_for(settings, db), rate=settings.stripe_rate_limit)
 
 
 def _seconds(value: int | None) -> timedelta | None:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -291,3 +292,12 @@ stripe_charges = Table(
     Column("synced_at", UTCDateTime, nullable=False),
 )
 Index("ix_stripe_charges_created_at", stripe_charges.c.created_at, stripe_charges.c.product)
+
+# Stripe's rate limit shared by every process on PostgreSQL (`refunds.rate_limit.SqlLimiter`): per kind of
+# call (read, write), when its next slot is free, in Unix seconds of the database's clock.
+stripe_rate_limit = Table(
+    "stripe_rate_limit",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("next_at", Double, nullable=False),
+)

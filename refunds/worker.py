@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from . import slack_clicks, store
+from . import rate_limit, slack_clicks, store
 from .db import Database
 from .lifecycle import RefundLifecycle
 from .notifier import DeliveryFailed, MessageRefused, Notifier
@@ -121,6 +121,11 @@ class Worker:
     def run_once(self) -> int:
         """One pass: decide Slack clicks, advance due requests, check pending refunds, deliver messages.
         Returns the work done. Clicks come first: someone in Slack waits for their answer."""
+        # Nobody waits on the worker's Stripe calls: they wait for their rate-limit slot rather than retry later.
+        with rate_limit.patient(rate_limit.WORKER_MAX_WAIT):
+            return self._run_once()
+
+    def _run_once(self) -> int:
         done = slack_clicks.decide_due(self.service, reply_timeout_seconds=self.slack_timeout_seconds)
         done += self.service.retry_due()
         done += self.lifecycle.poll()
