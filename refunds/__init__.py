@@ -80,7 +80,8 @@ def create_app(
     worker = Worker(service, lifecycle, notifier, poll_seconds=settings.worker_poll_seconds,
                     slack_timeout_seconds=settings.slack_timeout_seconds,
                     escalate_after=_seconds(settings.pending_escalate_after_seconds),
-                    expire_after=_seconds(settings.pending_expire_after_seconds))
+                    expire_after=_seconds(settings.pending_expire_after_seconds),
+                    digest_after=settings.slack_digest_after)
 
     app = Flask(__name__)
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
