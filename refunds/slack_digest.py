@@ -1,7 +1,8 @@
 """Routine Slack messages folded into one digest when too many wait, so a burst stays within Slack's limits.
 
 Slack's incoming webhooks take about one message a second. When more than `after` routine messages
-(`ROUTINE_KINDS`: a refund made, auto-approved or after an approval) are due, `fold_routine` claims
+(`ROUTINE_KINDS`: a refund made, auto-approved or after an approval) are waiting (undelivered and
+unclaimed, whether due now or backing off after a failure), `fold_routine` claims
 them, posts ONE digest ("37 refunds auto-approved in the last 5 minutes, 412.00 USD: ...") and marks
 them delivered by it. Nothing that asks for or reports a decision (needs approval, escalation, a
 failure, a rejection, an expiry, anything else) is ever folded: those keep their own messages and
@@ -38,8 +39,11 @@ DIGEST_LEASE = timedelta(seconds=60)
 # A digest lists this many refunds, then says how many more: a wall of lines is read by nobody.
 DIGEST_LINES = 100
 
-_ROUTINE_DUE = store.MESSAGE_DUE & outbox.c.kind.in_(ROUTINE_KINDS) & (
-    outbox.c.request_id.is_(None) | (store.OLDER_PENDING == 0))
+# Waiting: undelivered and unclaimed, due or not. Messages Slack answered 429 wait apart from each other
+# (each its own backoff); counting only those due at once would rarely see enough to fold them.
+_ROUTINE_DUE = (outbox.c.kind.in_(ROUTINE_KINDS) & outbox.c.delivered_at.is_(None) & outbox.c.dead_at.is_(None)
+                & (outbox.c.claimed_until.is_(None) | (outbox.c.claimed_until <= bindparam("b_now")))
+                & (outbox.c.request_id.is_(None) | (store.OLDER_PENDING == 0)))
 _MORE_THAN = select(outbox.c.id).where(_ROUTINE_DUE).offset(bindparam("b_after")).limit(1)
 _CLAIM = select(outbox).where(_ROUTINE_DUE).order_by(outbox.c.id).limit(DIGEST_LIMIT).with_for_update(skip_locked=True)
 _LEASE = (update(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
@@ -52,7 +56,7 @@ BodyPoster = Callable[[dict[str, Any]], None]
 
 def fold_routine(db: Database, post: BodyPoster, *, after: int, now: datetime, clock: Callable[[], datetime],
                  retry_backoff: timedelta) -> int:
-    """When more than `after` routine messages are due, post them as one digest; returns how many were
+    """When more than `after` routine messages are waiting, post them as one digest; returns how many were
     folded (0 when there were not enough, or the digest was not delivered).
 
     A digest Slack does not take (down, 429) leaves its messages undelivered until the later of
