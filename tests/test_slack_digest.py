@@ -10,14 +10,18 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from refunds import create_app
+from refunds.approvers import add as add_approver
 from refunds.db import Database
 from refunds.notifier import SlackNotifier
+from refunds.service import utcnow
 from refunds.slack_digest import build_digest
 from refunds.store import enqueue
 from refunds.tables import outbox
 from refunds.worker import deliver_due
 from standins.slack_webhook import SlackStandIn
-from tests.fakes import FakeClock
+from tests.conftest import make_settings, run_worker
+from tests.fakes import FakeClock, FakeGateway
 
 START = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DECISIONS = ("needs_approval", "needs_second_approval", "escalated", "failed", "rejected", "expired")
@@ -109,3 +113,27 @@ def test_a_digest_shows_each_currency_total_and_fits_slacks_limits_whatever_its_
     assert "400 refunds auto-approved in the last minute" in body["text"]
     assert "JPY" in body["text"] and "USD" in body["text"]
     assert len(body["blocks"]) <= 50 and all(len(b["text"]["text"]) <= 3000 for b in body["blocks"][1:])
+
+
+def test_an_approved_message_is_not_folded_while_its_requests_needs_approval_message_waits(
+    database_url: str, gateway: FakeGateway, slack: SlackStandIn, intake_headers: dict[str, str]
+) -> None:
+    app = create_app(make_settings(database_url, slack_webhook_url=slack.webhook_url), gateway=gateway)
+    db = app.extensions["refund_service"].db
+    if not database_url.startswith("sqlite"):
+        db.upgrade()
+    client = app.test_client()
+    for _ in range(12):
+        assert client.post("/refund-request", json={"charge_id": "ch_small", "amount": 100},
+                           headers=intake_headers).status_code == 200
+    pending = client.post("/refund-request", json={"charge_id": "ch_big", "amount": 12000}, headers=intake_headers)
+    token = add_approver(db, "maria", utcnow())
+    assert client.post("/approve-refund", json={"pending_id": pending.get_json()["pending_id"]},
+                       headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    run_worker(app)
+    texts = [m["text"] for m in slack.messages]
+    assert len(texts) == 3, texts
+    assert texts[0].startswith(":white_check_mark: 12 refunds auto-approved")
+    assert "needs approval" in texts[1] and "Refund approved" in texts[2]  # its own story, in order
+    assert not _undelivered(db)
+    db.dispose()
