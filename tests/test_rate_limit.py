@@ -172,3 +172,39 @@ def test_the_stand_in_allows_its_write_rate_and_answers_429_beyond_as_stripe_doe
         assert outcomes.count("ok") in (5, 6) and stripe.rate_limited == 8 - outcomes.count("ok")
         assert stripe.refund_creations() == outcomes.count("ok")
         gateway.get_charge(charge_id=charge)  # reads are not limited
+
+
+def test_requests_over_the_limit_answer_processing_and_the_worker_refunds_each_once_with_its_key(
+    database_url: str,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from refunds import create_app
+    from refunds.tables import refund_requests
+    from tests.conftest import INTAKE_TOKEN, make_settings
+    from tests.polling import wait_until
+    from tests.test_refund_request import rows
+
+    with StripeStandIn(api_key=STRIPE_KEY, write_rate_limit=4) as stripe:
+        charges = [stripe.add_charge(1000, "usd")["id"] for _ in range(12)]
+        app = create_app(make_settings(database_url, stripe_api_base=stripe.base_url, stripe_rate_limit=4.0,
+                                       retry_backoff_seconds=0.2))
+        if not database_url.startswith("sqlite"):
+            app.extensions["refund_service"].db.upgrade()
+
+        def ask(n: int) -> int:
+            return app.test_client().post("/refund-request", json={"charge_id": charges[n], "amount": 100},
+                                          headers={"Authorization": f"Bearer {INTAKE_TOKEN}",
+                                                   "Idempotency-Key": f"over-{n}"}).status_code
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            codes = list(pool.map(ask, range(12)))
+        assert set(codes) == {200, 202}, codes  # some waited for their slot, the others went to the worker
+        worker = app.extensions["refund_worker"]
+        wait_until(lambda: worker.run_once() >= 0 and all(r.status == "succeeded" for r in rows(app, refund_requests)),
+                   timeout=60, what="the worker to make every refund")
+        assert stripe.refund_creations() == 12 and stripe.rate_limited == 0
+        assert sorted(r["charge"] for r in stripe.refunds) == sorted(charges)
+        keys = stripe.idempotency_keys()
+        assert len(set(keys)) == 12 and len(keys) == 12  # one call each: never refused, never repeated
+        app.extensions["refund_service"].db.dispose()
