@@ -1,6 +1,7 @@
 """The stand-ins as the benchmark runs them: each in its own process, on loopback.
 
     python -m bench.standin_servers stripe --charges 1000    # Stripe, with ch_bench_0000 ... ch_bench_0999
+    python -m bench.standin_servers stripe --write-rate-limit 25   # ... answering 429 past 25 POSTs a second
     python -m bench.standin_servers slack --delay 0.5         # a Slack webhook that answers after 500 ms
 
 Each prints one line, ``READY {"url": ...}``, on stdout once it listens, then serves until SIGINT or
@@ -36,8 +37,8 @@ def charge_id(index: int) -> str:
 class BenchStripeStandIn(StripeStandIn):
     """The Stripe stand-in with its charges seeded and one extra route, ``GET /bench/stats``."""
 
-    def __init__(self, charges: int) -> None:
-        super().__init__(api_key=API_KEY)
+    def __init__(self, charges: int, write_rate_limit: float | None = None) -> None:
+        super().__init__(api_key=API_KEY, write_rate_limit=write_rate_limit)
         for index in range(charges):
             self.add_charge(CHARGE_AMOUNT, "usd", charge_id=charge_id(index))
 
@@ -46,6 +47,8 @@ class BenchStripeStandIn(StripeStandIn):
             handler.read_body()
             with self._lock:
                 stats = {"refunds": self._refund_creations, "calls": len(self._requests)}
+                if self._write_limit is not None:
+                    stats["rate_limited"] = self.rate_limited
             body = json.dumps(stats).encode()
             handler.send_bytes(200, body, "application/json")
             return
@@ -75,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     kinds = parser.add_subparsers(dest="kind", required=True)
     stripe = kinds.add_parser("stripe", help="the Stripe stand-in with bench charges")
     stripe.add_argument("--charges", type=int, default=1000, help="how many charges to seed (default 1000)")
+    stripe.add_argument("--write-rate-limit", type=float, default=None,
+                        help="allow this many POSTs a second and answer 429 beyond (default: no limit)")
     slack = kinds.add_parser("slack", help="the Slack webhook stand-in")
     slack.add_argument("--delay", type=float, default=0.0, help="seconds before each answer (default 0)")
     for sub in (stripe, slack):
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     standin: BenchStripeStandIn | BenchSlackStandIn
     if args.kind == "stripe":
-        standin = BenchStripeStandIn(args.charges)
+        standin = BenchStripeStandIn(args.charges, args.write_rate_limit)
     else:
         standin = BenchSlackStandIn(args.delay)
     url = standin.start("127.0.0.1", args.port)

@@ -71,6 +71,7 @@ def create_app(
             max_network_retries=settings.stripe_max_network_retries,
             timeout_seconds=settings.stripe_timeout_seconds,
         )
+        gateway = _rate_limited(gateway, settings, db)
     links = (ApprovalLinks(settings.approval_link_secret, ttl_seconds=settings.approval_link_ttl_seconds,
                            base_url=settings.public_base_url)
              if settings.approval_link_secret else None)
@@ -90,7 +91,8 @@ def create_app(
     worker = Worker(service, lifecycle, notifier, poll_seconds=settings.worker_poll_seconds,
                     slack_timeout_seconds=settings.slack_timeout_seconds,
                     escalate_after=_seconds(settings.pending_escalate_after_seconds),
-                    expire_after=_seconds(settings.pending_expire_after_seconds))
+                    expire_after=_seconds(settings.pending_expire_after_seconds),
+                    digest_after=settings.slack_digest_after)
 
     app = Flask(__name__)
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
@@ -179,6 +181,13 @@ def _approval_link_source(db: Database, links: ApprovalLinks, policy: PolicyConf
                 if a.revoked_at is None and a.covers(Money(amount, currency))]
 
     return pairs
+
+
+def _rate_limited(gateway: RefundGateway, settings: Settings, db: Database) -> RefundGateway:
+    """Stripe's calls within STRIPE_RATE_LIMIT, shared by every process (see `refunds.rate_limit`)."""
+    from .rate_limit import RateLimitedGateway, limiter_for
+
+    return RateLimitedGateway(gateway, limiter_for(settings, db), rate=settings.stripe_rate_limit)
 
 
 def _seconds(value: int | None) -> timedelta | None:

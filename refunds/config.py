@@ -302,6 +302,14 @@ class Settings:
     metrics_token: Annotated[str | None, Var(
         "METRICS_TOKEN", long_secret(16), "bearer token for GET /metrics; unset: /metrics answers 404", secret=True
     )] = None
+    # Bursts within Stripe's and Slack's limits (issue 11).
+    stripe_rate_limit: Annotated[float, Var(
+        "STRIPE_RATE_LIMIT", positive, "Stripe reads and writes per second, each, across every process")] = 25.0
+    redis_url: Annotated[str | None, Var(
+        "REDIS_URL", url("redis://", "rediss://", "unix://", expected="be a redis://, rediss:// or unix:// URL"),
+        "keep the Stripe rate limit in Redis instead of the database", secret=True)] = None
+    slack_digest_after: Annotated[int, Var(
+        "SLACK_DIGEST_AFTER", whole(1), "more routine Slack messages than this waiting: one digest instead")] = 10
 
     @property
     def is_sqlite(self) -> bool:

@@ -9,8 +9,8 @@ __all__ = ["AlreadyApproved", "ApproverExists", "ApproverNotFound", "ChargeAlrea
            "ChargeDisputed", "ChargeNotFound", "EventTooEarly", "ExceedsRefundable", "Forbidden",
            "IdempotencyKeyReused", "IdempotencyMismatch", "InvalidEvent", "InvalidJson", "InvalidRequest",
            "LinkInvalid", "NotAnApprover", "NotPending", "OverApprovalLimit", "RefundError",
-           "RequestNotFound", "SelfApproval", "StripeMisconfigured", "StripeRefused", "StripeUnavailable",
-           "UnsupportedMediaType"]
+           "RequestNotFound", "SelfApproval", "StripeMisconfigured", "StripeRefused", "StripeThrottled",
+           "StripeUnavailable", "UnsupportedMediaType"]
 
 
 class RefundError(Exception):
@@ -77,6 +77,11 @@ class StripeUnavailable(RefundError):
     """Stripe could not be reached or failed on its side; the same call may succeed later."""
 
     code = "stripe_unavailable"
+
+
+class StripeThrottled(StripeUnavailable):
+    """Stripe answered 429: too many calls on this account just now (`refunds.rate_limit` slows every
+    process down when it sees one)."""
 
 
 class StripeMisconfigured(RefundError):

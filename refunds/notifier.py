@@ -349,7 +349,10 @@ class SlackNotifier(_MessageMaker):
 
     def send(self, kind: str, facts: dict[str, Any]) -> None:
         """Post the message; raises `DeliveryFailed` (try again later) or `MessageRefused` (never)."""
-        body = self.message(kind, facts)
+        self.post(self.message(kind, facts))
+
+    def post(self, body: dict[str, Any]) -> None:
+        """Post a whole body (`text` and `blocks`, e.g. a digest); raises as `send`."""
         try:
             response = self._client.send(text=body["text"], blocks=body["blocks"])
         except Exception as exc:  # noqa: BLE001 - urllib raises many types; all mean "not delivered"
@@ -397,3 +400,6 @@ class LogNotifier(_MessageMaker):
 
     def send(self, kind: str, facts: dict[str, Any]) -> None:
         log.info("notification (Slack not configured): %s", self.message(kind, facts)["text"])
+
+    def post(self, body: dict[str, Any]) -> None:
+        log.info("notification (Slack not configured): %s", body["text"])

@@ -38,7 +38,8 @@ from .tables import (
     stripe_events,
 )
 
-__all__ = ["SLACK_CLICK", "add_approval", "add_audit", "any_due_click", "any_due_message", "any_due_request",
+__all__ = ["OLDER_PENDING", "SLACK_CLICK",
+           "add_approval", "add_audit", "any_due_click", "any_due_message", "any_due_request",
            "approvals_for_request", "approvers_of", "audit_for_request", "claim_due_clicks", "claim_due_messages",
            "claim_due_requests", "claim_request", "count_pending", "decide_pending", "enqueue", "finish_click",
            "get_active_approver", "get_log_row", "get_pending", "get_pending_for_request", "get_request",
@@ -391,6 +392,8 @@ _MESSAGE_DUE = (
     & ((outbox.c.claimed_until.is_(None)) | (outbox.c.claimed_until <= bindparam("b_now")))
 )
 _ANY_DUE_MESSAGE = select(outbox.c.id).where(_MESSAGE_DUE).limit(1)
+# For statements built elsewhere on the same rule (slack_digest.py): a message's earlier undelivered ones.
+OLDER_PENDING = _OLDER_PENDING
 _DUE_MESSAGES = (
     select(outbox)
     .where(_MESSAGE_DUE, (outbox.c.request_id.is_(None)) | (_OLDER_PENDING == 0))

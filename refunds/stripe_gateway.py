@@ -23,6 +23,7 @@ from .errors import (
     RefundError,
     StripeMisconfigured,
     StripeRefused,
+    StripeThrottled,
     StripeUnavailable,
 )
 
@@ -289,7 +290,9 @@ def translate(exc: stripe.StripeError) -> RefundError:
     """
     code = _error_code(exc)
     message = exc.user_message or "Stripe returned an error."
-    if isinstance(exc, (stripe.APIConnectionError, stripe.RateLimitError)) or code in TRANSIENT_CODES:
+    if isinstance(exc, stripe.RateLimitError) or code == "rate_limit":
+        return StripeThrottled("Stripe could not be reached or is busy; try again shortly.")
+    if isinstance(exc, stripe.APIConnectionError) or code in TRANSIENT_CODES:
         return StripeUnavailable("Stripe could not be reached or is busy; try again shortly.")
     if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
         return StripeMisconfigured("Stripe rejected the service's API key; an operator must fix STRIPE_SECRET_KEY.")

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -341,3 +342,12 @@ breaker_trips = Table(
     Column("ended_at", UTCDateTime),
 )
 Index("ix_breaker_trips_open", breaker_trips.c.ended_at)
+
+# Stripe's rate limit shared by every process on PostgreSQL (`refunds.rate_limit.SqlLimiter`): per kind of
+# call (read, write), when its next slot is free, in Unix seconds of the database's clock.
+stripe_rate_limit = Table(
+    "stripe_rate_limit",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("next_at", Double, nullable=False),
+)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from . import slack_clicks, store
+from . import rate_limit, slack_clicks, slack_digest, store
 from .db import Database
 from .lifecycle import RefundLifecycle
 from .notifier import DeliveryFailed, MessageRefused, Notifier
@@ -38,8 +38,12 @@ BUSY_PAUSE_SECONDS = 0.1
 
 
 def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limit: int = 50,
-                retry_backoff: timedelta = timedelta(seconds=5)) -> int:
+                retry_backoff: timedelta = timedelta(seconds=5), digest_after: int | None = None) -> int:
     """Send every due message once; returns how many were delivered.
+
+    With `digest_after`, more routine messages than that waiting go to Slack as one digest first
+    (`slack_digest.fold_routine`; never a message that asks for or reports a decision), when the
+    notifier can post a whole body.
 
     A message that fails (Slack down, slow, 5xx, 429, or a webhook Slack answers 403/404/410 for)
     is rescheduled with backoff (capped at 5 minutes, or later when Slack's Retry-After says so;
@@ -57,6 +61,10 @@ def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limi
     with db.read() as conn:  # most passes find nothing: ask without taking the write lock
         if not store.any_due_message(conn, now):
             return 0
+    post = getattr(notifier, "post", None)
+    if digest_after is not None and post is not None:
+        delivered += slack_digest.fold_routine(db, post, after=digest_after, now=now, clock=clock,
+                                               retry_backoff=retry_backoff)
     with db.transaction() as conn:
         due = store.claim_due_messages(conn, now, MESSAGE_LEASE, limit)
     for message in due:
@@ -101,8 +109,10 @@ class Worker:
 
     def __init__(self, service: RefundService, lifecycle: RefundLifecycle, notifier: Notifier, *,
                  poll_seconds: float = 1.0, escalate_after: timedelta | None = None,
-                 expire_after: timedelta | None = None, slack_timeout_seconds: int = 10) -> None:
+                 expire_after: timedelta | None = None, slack_timeout_seconds: int = 10,
+                 digest_after: int | None = None) -> None:
         self.slack_timeout_seconds = slack_timeout_seconds
+        self.digest_after = digest_after
         self.escalate_after = escalate_after
         self.expire_after = expire_after
         self.service = service
@@ -121,12 +131,17 @@ class Worker:
     def run_once(self) -> int:
         """One pass: decide Slack clicks, advance due requests, check pending refunds, deliver messages.
         Returns the work done. Clicks come first: someone in Slack waits for their answer."""
+        # Nobody waits on the worker's Stripe calls: they wait for their rate-limit slot rather than retry later.
+        with rate_limit.patient(rate_limit.WORKER_MAX_WAIT):
+            return self._run_once()
+
+    def _run_once(self) -> int:
         done = slack_clicks.decide_due(self.service, reply_timeout_seconds=self.slack_timeout_seconds)
         done += self.service.retry_due()
         done += self.lifecycle.poll()
         done += self.service.escalate_and_expire(self.escalate_after, self.expire_after)
         done += deliver_due(self.service.db, self.notifier, clock=self.service.clock,
-                            retry_backoff=self.service.retry_backoff)
+                            retry_backoff=self.service.retry_backoff, digest_after=self.digest_after)
         return done
 
     def run_forever(self) -> None:

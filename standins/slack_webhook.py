@@ -35,6 +35,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -66,10 +67,13 @@ class SlackStandIn(StandInServerBase):
         path: str = DEFAULT_PATH,
         *,
         on_message: Callable[[dict[str, Any]], None] | None = None,
+        messages_per_second: float | None = None,
     ) -> None:
         """Create a stopped stand-in answering on ``path`` (must start with ``/``).
 
         ``on_message`` is called (in the server thread) with each recorded message.
+        ``messages_per_second``: take that many posts a second (bursts of up to one second's worth)
+        and answer 429 with ``Retry-After: 1`` beyond, as Slack's webhooks do; None (default): no limit.
         """
         super().__init__()
         self._on_message = on_message
@@ -87,6 +91,8 @@ class SlackStandIn(StandInServerBase):
         self._down_status: int | None = None
         self._down_error: str | None = None
         self._answer_delay = 0.0
+        self._rate = messages_per_second
+        self._tokens, self._tokens_at = messages_per_second or 0.0, time.monotonic()
 
     def _url(self, host: str, port: int) -> str:
         return f"http://{host}:{port}{self._path}"
@@ -199,6 +205,8 @@ class SlackStandIn(StandInServerBase):
                 self._fail_remaining -= 1
                 status = self._fail_status
                 error = self._fail_error
+            elif self._over_rate():
+                status, error = 429, None
             else:
                 status = None
         if status is not None:
@@ -234,6 +242,18 @@ class SlackStandIn(StandInServerBase):
                 logger.exception("on_message callback failed")
         self._sleep(delay)
         self._answer(handler, 200, "ok")
+
+    def _over_rate(self) -> bool:
+        """Take a token of ``messages_per_second``; True when none is left (call under the condition)."""
+        if self._rate is None:
+            return False
+        now = time.monotonic()
+        self._tokens = min(self._rate, self._tokens + (now - self._tokens_at) * self._rate)
+        self._tokens_at = now
+        if self._tokens < 1:
+            return True
+        self._tokens -= 1
+        return False
 
     @staticmethod
     def _answer(

@@ -282,6 +282,25 @@ class _Fault:
         )
 
 
+class _TokenBucket:
+    """``rate`` tokens a second, holding at most ``rate`` (a second's worth); not thread-safe."""
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError("write_rate_limit must be positive")
+        self.rate = rate
+        self.tokens = rate
+        self.at = time.monotonic()
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 @dataclass
 class _SavedResult:
     fingerprint: str
@@ -296,11 +315,15 @@ class StripeStandIn(StandInServerBase):
     deep copies, so callers cannot change the stand-in's state by accident.
     """
 
-    def __init__(self, api_key: str = DEFAULT_API_KEY, *, new_refund_status: str = "succeeded") -> None:
+    def __init__(self, api_key: str = DEFAULT_API_KEY, *, new_refund_status: str = "succeeded",
+                 write_rate_limit: float | None = None) -> None:
         """Create a stopped stand-in accepting ``api_key``.
 
         ``new_refund_status`` is the status given to refunds created over HTTP
-        (see the attribute of the same name).
+        (see the attribute of the same name). ``write_rate_limit``: allow that many
+        POSTs a second (a token bucket holding a second's worth, as Stripe's limiter)
+        and answer 429 ``rate_limit`` with ``Stripe-Should-Retry: false`` beyond,
+        before authentication and idempotency; None (the default): no limit.
         """
         super().__init__()
         if not api_key:
@@ -320,6 +343,8 @@ class StripeStandIn(StandInServerBase):
         # Set by release_slow() to end the "slow" executions under way; replaced by a fresh one then.
         self._slow_release = threading.Event()
         self._refund_creations = 0
+        self._write_limit = _TokenBucket(write_rate_limit) if write_rate_limit is not None else None
+        self.rate_limited = 0  # POSTs answered 429 by write_rate_limit
         self._new_refund_status = "succeeded"
         self.new_refund_status = new_refund_status
 
@@ -771,6 +796,9 @@ class StripeStandIn(StandInServerBase):
             fault = self._take_fault(method, path)
             record["fault"] = fault.action if fault else None
             self._requests.append(record)
+            limited = fault is None and method == "POST" and self._write_limit is not None \
+                and not self._write_limit.take(time.monotonic())
+            self.rate_limited += limited
         if fault is not None:
             if fault.action != "slow":
                 self._sleep(fault.delay)
@@ -780,6 +808,10 @@ class StripeStandIn(StandInServerBase):
                 return
         if fault is not None and fault.action == "error":
             reply = self._error_reply(fault.error())
+        elif limited:
+            reply = self._error_reply(_ApiError(
+                429, "Request rate limit exceeded. (the Stripe stand-in's write_rate_limit)", code="rate_limit",
+                saved=False, headers={"Stripe-Should-Retry": "false"}))
         else:
             executing = fault.delay if fault is not None and fault.action == "slow" else 0.0
             reply = self._respond(method, path, params, idempotency_key, presented_key, authorized, executing)

@@ -83,6 +83,8 @@ def service_env(database_url: str, stripe: StripeStandIn, slack: SlackStandIn | 
         "WORKER_POLL_SECONDS": "0.1",
         "PYTHONUNBUFFERED": "1",
         "FLASK_SKIP_DOTENV": "1",
+        # The stand-in has no rate limit unless a test gives it one (then it sets this too).
+        "STRIPE_RATE_LIMIT": "1000",
         **extra,
     })
     if slack is not None:
