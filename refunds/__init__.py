@@ -44,6 +44,7 @@ def create_app(
     from .intake_auth import IntakeAuth
     from .lifecycle import RefundLifecycle
     from .policy import Policy
+    from .reports.schedule import ReportSchedule
     from .service import RefundService, utcnow
     from .stripe_gateway import StripeGateway
     from .worker import Worker
@@ -86,6 +87,7 @@ def create_app(
     app.extensions["refund_service"] = service
     app.extensions["migrations_applied_at_start"] = migrated
     app.extensions["refund_worker"] = worker
+    worker.report_schedule = ReportSchedule.from_settings(settings)
     app.extensions["refund_lifecycle"] = lifecycle
     app.extensions["intake_auth"] = IntakeAuth(token=settings.intake_token,
                                                signing_secrets=settings.intake_signing_secrets)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
@@ -291,3 +292,17 @@ stripe_charges = Table(
     Column("synced_at", UTCDateTime, nullable=False),
 )
 Index("ix_stripe_charges_created_at", stripe_charges.c.created_at, stripe_charges.c.product)
+
+# The scheduled Slack report (migration 0009): one row per report day, claimed by the worker that posts
+# it. The primary key is what makes several workers post a day once; `claim` names the claim that may
+# mark it posted, and a claim older than the lease (its worker died) is taken over.
+report_posts = Table(
+    "report_posts",
+    metadata,
+    Column("day", Date, primary_key=True),  # the calendar day in REPORT_TZ the report covers
+    Column("claim", String(64), nullable=False),
+    Column("claimed_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("posted_at", UTCDateTime),
+    Column("last_error", Text),
+)
