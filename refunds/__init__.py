@@ -44,6 +44,7 @@ def create_app(
     from .intake_auth import IntakeAuth
     from .lifecycle import RefundLifecycle
     from .policy import Policy
+    from .report_pages import bp as report_pages
     from .reports.schedule import ReportSchedule
     from .service import RefundService, utcnow
     from .stripe_gateway import StripeGateway
@@ -96,6 +97,7 @@ def create_app(
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(approval_pages.bp)
     app.register_blueprint(slack_interactions.bp)
+    app.register_blueprint(report_pages)
     http_errors.register(app)
     cli.register(app)
     report_cli.register(app, clock=clock)
