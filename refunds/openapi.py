@@ -358,6 +358,23 @@ def _paths() -> dict[str, Any]:
     }
 
 
+# The daily report's JSON (`reports.render.as_json`, also printed by `report daily --format json`): its sections.
+DAILY_REPORT: dict[str, Any] = {
+    "type": "object", "description": "One day's refund figures; see the README's \"Daily report\".",
+    "required": ["date", "tz", "start", "end", "hours", "paths", "refund_kinds", "reasons", "agents", "approvers",
+                 "resolution", "resolution_buckets", "approval_wait", "products", "min_charges", "fees", "queue",
+                 "failures"],
+    "properties": {
+        **{name: {"type": "string"} for name in ("date", "tz", "start", "end")},
+        "hours": {"type": "number"}, "min_charges": {"type": "integer"},
+        **{name: {"type": "object"} for name in ("paths", "refund_kinds", "reasons", "agents", "approvers",
+                                                 "resolution", "resolution_buckets", "approval_wait", "fees",
+                                                 "queue")},
+        **{name: {"type": "array", "items": {"type": "object"}} for name in ("products", "failures")},
+    },
+}
+
+
 def _report_pages() -> dict[str, Any]:
     """The daily report page and the approvers' sign-in (see `report_pages`): HTML, declared compactly."""
     off = _html("Sign-in is off: SESSION_SECRET is unset.")
@@ -373,7 +390,7 @@ def _report_pages() -> dict[str, Any]:
             APPROVER,
             {"200": {"description": "The page, or with `format=json` the report as `report daily --format json`.",
                      "content": {"text/html": {"schema": {"type": "string"}},
-                                 "application/json": {"schema": {"type": "object"}}}},
+                                 "application/json": {"schema": {"$ref": REF_TEMPLATE.format(model="DailyReport")}}}},
              "303": moved, "400": "`invalid_request`: `date` or `format` is not one of those allowed.",
              "401": "Wrong bearer token, or none while sign-in is off."},
             parameters=[{"name": "date", "in": "query", "schema": day},
@@ -405,7 +422,7 @@ def openapi_document() -> dict[str, Any]:
                                  "description": SIGNED_INTAKE},
                 "approverToken": {"type": "http", "scheme": "bearer", "description": "A token from `approvers add`."},
             },
-            "schemas": _response_schemas(),
+            "schemas": {**_response_schemas(), "DailyReport": DAILY_REPORT},
         },
         "paths": _paths(),
     }
