@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,11 +17,12 @@ from refunds import create_app
 from refunds.approvers import add as add_approver
 from refunds.approvers import revoke
 from refunds.reports import daily_report
+from refunds.reports.page import report_page
 from refunds.reports.render import as_json
 from refunds.service import utcnow
 from tests.conftest import make_settings
 from tests.fakes import FakeClock, FakeGateway
-from tests.report_history import add_request, at
+from tests.report_history import add_external, add_request, at
 
 SESSION_SECRET = "s" * 40
 
@@ -217,3 +218,28 @@ def test_without_session_secret_sign_in_is_off_saying_what_to_set_and_only_the_b
     token = add_approver(app.extensions["refund_service"].db, "maria", utcnow())
     assert client.get("/reports/daily", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     app.extensions["refund_service"].db.dispose()
+
+
+def test_the_charts_series_counts_each_path_per_day_in_report_tz_refunds_made_elsewhere_included(app: Flask) -> None:
+    db = app.extensions["refund_service"].db
+    with db.transaction() as conn:
+        # 23:30 UTC on the 24th is 00:30 on the 25th in Paris.
+        add_request(conn, "approved", amount=100, currency="eur", created=at("2026-11-24 20:00"),
+                    resolved=at("2026-11-24 23:30"), decided_by="maria")
+        add_request(conn, "expired", amount=100, currency="eur", created=at("2026-10-20 10:00"),
+                    resolved=at("2026-10-27 10:00"))
+        add_request(conn, "expired", amount=100, currency="eur", created=at("2026-10-20 10:00"),
+                    resolved=at("2026-10-26 10:00"))  # 30 days before the 25th: outside the chart
+        add_external(conn, amount=300, currency="usd", processed=at("2026-11-25 09:00"), charge_id="ch_e1")
+        add_external(conn, amount=300, currency="usd", processed=at("2026-11-25 09:30"), charge_id="ch_e2",
+                     status="failed")
+
+    with db.read() as conn:
+        page = report_page(conn, date(2026, 11, 25), ZoneInfo("Europe/Paris"), now=at("2026-11-26 09:00"))
+
+    assert [d.day for d in page.series] == [date(2026, 10, 27) + timedelta(days=n) for n in range(30)]
+    by_day = {d.day: {p: n for p, n in d.counts.items() if n} for d in page.series}
+    assert by_day[date(2026, 11, 25)] == {"approved": 1, "external": 1, "failed": 1}
+    assert by_day[date(2026, 10, 27)] == {"expired": 1}
+    assert sum(d.total for d in page.series) == 4
+    assert page.report.paths["approved"].count == 1

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, bindparam, select
 
 from ..tables import UTCDateTime, refund_log, refund_requests
-from .daily import _FAILED_STATUSES, _path, daily_report, day_window
-from .model import PATHS, DailyReport
+from .daily import daily_report, day_window
+from .model import PATHS, DailyReport, external_path, request_path
 
 __all__ = ["CHART_DAYS", "DayCounts", "ReportPage", "report_page"]
 
@@ -54,9 +54,9 @@ def report_page(conn: Connection, day: date, tz: ZoneInfo, *, now: datetime, day
     window = {"start": day_window(first, tz)[0], "end": day_window(day, tz)[1]}
     counts = {first + timedelta(days=n): dict.fromkeys(PATHS, 0) for n in range(days)}
     for resolved_at, status, decision in conn.execute(_RESOLVED, window):
-        _count(counts, resolved_at.astimezone(tz).date(), _path(status, decision))
+        _count(counts, resolved_at.astimezone(tz).date(), request_path(status, decision))
     for processed_at, status in conn.execute(_EXTERNAL, window):
-        _count(counts, processed_at.astimezone(tz).date(), "failed" if status in _FAILED_STATUSES else "external")
+        _count(counts, processed_at.astimezone(tz).date(), external_path(status))
     return ReportPage(report=daily_report(conn, day, tz, now=now),
                       series=[DayCounts(d, c) for d, c in counts.items()])
 
