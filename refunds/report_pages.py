@@ -32,6 +32,7 @@ from . import sessions
 from .approval_pages import SECURITY_HEADERS
 from .approvers import Approver, authenticate
 from .http_errors import HttpRefusal
+from .reports import daily_report
 from .reports.chart import COLORS, bar_chart
 from .reports.page import report_page
 from .reports.render import LABELS, as_json, money_text, seconds_text
@@ -108,14 +109,17 @@ def daily() -> Response:
     fmt = request.args.get("format", "html")
     if fmt not in ("html", "json"):
         raise HttpRefusal("invalid_request", "format must be html or json.", 400)
-    with _service().db.read() as conn:
-        page = report_page(conn, day, tz, now=now)
     if fmt == "json":
-        response = jsonify(as_json(page.report))
+        with _service().db.read() as conn:
+            response = jsonify(as_json(daily_report(conn, day, tz, now=now)))
         response.headers.update(SECURITY_HEADERS)
         return response
+    with _service().db.read() as conn:
+        page = report_page(conn, day, tz, now=now)
+    # A bearer caller has no session: no cookie is made for it, and no sign-out form shown.
+    signed_in = "Authorization" not in request.headers
     return _html("report_daily.html", 200, report=page.report, chart=bar_chart(page.series), approver=approver,
-                 csrf_token=sessions.csrf_token() if sessions.enabled(current_app) else None,
+                 csrf_token=sessions.csrf_token() if signed_in else None,
                  labels=LABELS, colors=COLORS, money_text=money_text, seconds_text=seconds_text)
 
 

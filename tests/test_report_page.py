@@ -151,6 +151,7 @@ def test_bearer_token_gets_the_reports_json_as_the_cli_prints_it(app: Flask, tok
                                    headers={"Authorization": f"Bearer {token}"})
 
     assert answer.status_code == 200
+    assert "Set-Cookie" not in answer.headers
     service = app.extensions["refund_service"]
     with service.db.read() as conn:
         expected = as_json(daily_report(conn, date(2026, 11, 25), ZoneInfo("Europe/Paris"), now=service.clock()))
