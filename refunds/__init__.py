@@ -47,6 +47,8 @@ def create_app(
     from .metrics import Metrics, instrument_gateway
     from .metrics import register as register_metrics
     from .policy_events import note_policy_version
+    from .report_pages import bp as report_pages
+    from .reports.schedule import ReportSchedule
     from .service import RefundService, utcnow
     from .stripe_gateway import StripeGateway
     from .worker import Worker
@@ -101,6 +103,7 @@ def create_app(
     app.extensions["refund_service"] = service
     app.extensions["migrations_applied_at_start"] = migrated
     app.extensions["refund_worker"] = worker
+    worker.report_schedule = ReportSchedule.from_settings(settings)
     app.extensions["refund_lifecycle"] = lifecycle
     app.extensions["intake_auth"] = IntakeAuth(token=settings.intake_token,
                                                signing_secrets=settings.intake_signing_secrets)
@@ -109,6 +112,7 @@ def create_app(
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(approval_pages.bp)
     app.register_blueprint(slack_interactions.bp)
+    app.register_blueprint(report_pages)
     http_errors.register(app)
     cli.register(app)
     report_cli.register(app, clock=clock)

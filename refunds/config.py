@@ -98,6 +98,13 @@ def time_zone(raw: str, name: str) -> str:
     return raw
 
 
+def clock_time(raw: str, name: str) -> str:
+    """A time of day as HH:MM (24-hour clock)."""
+    if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", raw):
+        raise ConfigError(f"{name} must be a time of day as HH:MM, such as 07:30, got {raw!r}")
+    return raw
+
+
 def flag(raw: str, name: str) -> bool:
     lowered = raw.lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -310,6 +317,12 @@ class Settings:
         "keep the Stripe rate limit in Redis instead of the database", secret=True)] = None
     slack_digest_after: Annotated[int, Var(
         "SLACK_DIGEST_AFTER", whole(1), "more routine Slack messages than this waiting: one digest instead")] = 10
+    report_time: Annotated[str | None, Var(
+        "REPORT_TIME", clock_time, "HH:MM in REPORT_TZ when the worker posts yesterday's report to Slack; unset: never"
+    )] = None
+    session_secret: Annotated[str | None, Var(
+        "SESSION_SECRET", long_secret(32), "signs approvers' sign-in cookies for the report page; unset: no sign-in",
+        secret=True)] = None
 
     @property
     def is_sqlite(self) -> bool:

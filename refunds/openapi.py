@@ -338,6 +338,7 @@ def _paths() -> dict[str, Any]:
                 requestBody={"required": True,
                              "content": {"application/x-www-form-urlencoded": {"schema": link_form}}}),
         },
+        **_report_pages(),
         "/stripe/webhook": {"post": _operation(
             "stripeWebhook", "Stripe refund events: refund.created, .updated, .failed, charge.refund.updated.", [],
             {"200": (WebhookReceipt, "Received."), **BODY_ERRORS,
@@ -363,6 +364,57 @@ def _paths() -> dict[str, Any]:
     }
 
 
+# The daily report's JSON (`reports.render.as_json`, also printed by `report daily --format json`): its sections.
+DAILY_REPORT: dict[str, Any] = {
+    "type": "object", "description": "One day's refund figures; see the README's \"Daily report\".",
+    "required": ["date", "tz", "start", "end", "hours", "paths", "refund_kinds", "reasons", "agents", "approvers",
+                 "resolution", "resolution_buckets", "approval_wait", "products", "min_charges", "fees", "queue",
+                 "failures"],
+    "properties": {
+        **{name: {"type": "string"} for name in ("date", "tz", "start", "end")},
+        "hours": {"type": "number"}, "min_charges": {"type": "integer"},
+        **{name: {"type": "object"} for name in ("paths", "refund_kinds", "reasons", "agents", "approvers",
+                                                 "resolution", "resolution_buckets", "approval_wait", "fees",
+                                                 "queue")},
+        **{name: {"type": "array", "items": {"type": "object"}} for name in ("products", "failures")},
+    },
+}
+
+
+def _report_pages() -> dict[str, Any]:
+    """The daily report page and the approvers' sign-in (see `report_pages`): HTML, declared compactly."""
+    off = _html("Sign-in is off: SESSION_SECRET is unset.")
+    moved = {"description": "Where to go next.", "headers": {"Location": {"schema": {"type": "string"}}}}
+    form = {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+        "type": "object", "properties": {"token": {"type": "string"}, "csrf_token": {"type": "string"},
+                                         "next": {"type": "string"}}}}}}
+    day = {"type": "string", "format": "date", "pattern": r"^(19|[2-8]\d|9[0-8])\d{2}-(0[1-9]|1[0-2])-\d{2}$",
+           "description": "A day from 1900 to 9899 (default: yesterday in REPORT_TZ)."}
+    return {
+        "/reports/daily": {"get": _operation(
+            "dailyReportPage", "One day's report with a 30-day chart, for approvers (signed in, or bearer).",
+            APPROVER,
+            {"200": {"description": "The page, or with `format=json` the report as `report daily --format json`.",
+                     "content": {"text/html": {"schema": {"type": "string"}},
+                                 "application/json": {"schema": {"$ref": REF_TEMPLATE.format(model="DailyReport")}}}},
+             "303": moved, "400": "`invalid_request`: `date` or `format` is not one of those allowed.",
+             "401": "Wrong bearer token, or none while sign-in is off."},
+            parameters=[{"name": "date", "in": "query", "schema": day},
+                        {"name": "format", "in": "query", "schema": {"enum": ["html", "json"]}}])},
+        "/sign-in": {
+            "get": _operation("signInPage", "The approvers' sign-in form.", [],
+                              {"200": _html("The form."), "303": moved, "404": off},
+                              parameters=[{"name": "next", "in": "query", "schema": {"type": "string"}}]),
+            "post": _operation("signIn", "Sign in with an approver token (needs the form's CSRF token).", [],
+                               {"303": moved, "401": _html("Not an active approver's token."),
+                                "403": _html("Missing or wrong CSRF token."), "404": off}, requestBody=form),
+        },
+        "/sign-out": {"post": _operation(
+            "signOut", "End the session (needs the page's CSRF token).", [],
+            {"303": moved, "403": _html("Missing or wrong CSRF token."), "404": off}, requestBody=form)},
+    }
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     """The whole OpenAPI 3.1 document (built once per process)."""
@@ -376,7 +428,7 @@ def openapi_document() -> dict[str, Any]:
                                  "description": SIGNED_INTAKE},
                 "approverToken": {"type": "http", "scheme": "bearer", "description": "A token from `approvers add`."},
             },
-            "schemas": _response_schemas(),
+            "schemas": {**_response_schemas(), "DailyReport": DAILY_REPORT},
         },
         "paths": _paths(),
     }

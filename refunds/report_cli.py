@@ -15,15 +15,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
-from slack_sdk.webhook import WebhookClient
 
 from .config import Settings
 from .db import Database
 from .errors import RefundError
-from .notifier import quiet_client_log
 from .reports import DailyReport, daily_report, day_window
+from .reports.posting import ReportNotPosted, post_report
 from .reports.render import CSV_HEADER, as_json, csv_rows, table
-from .reports.slack import slack_message
 from .reports.sync import StripeLists, cache_charges, import_refunds
 
 __all__ = ["register"]
@@ -132,12 +130,10 @@ def _post(report: DailyReport) -> None:
     settings = current_app.config["SETTINGS"]
     if not settings.slack_webhook_url:
         raise click.ClickException("SLACK_WEBHOOK_URL is not set: the report was not posted")
-    body = slack_message(report)
-    client = WebhookClient(settings.slack_webhook_url, timeout=settings.slack_timeout_seconds,
-                           logger=quiet_client_log)
-    response = client.send(text=body["text"], blocks=body["blocks"])
-    if response.status_code != 200:  # the webhook's URL is a secret: never in the message
-        raise click.ClickException(f"Slack answered {response.status_code}: {str(response.body)[:200]}")
+    try:
+        post_report(settings.slack_webhook_url, report, timeout_seconds=settings.slack_timeout_seconds)
+    except ReportNotPosted as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo("posted to Slack", err=True)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Dialect,
     Double,
@@ -350,4 +351,18 @@ stripe_rate_limit = Table(
     metadata,
     Column("kind", String(16), primary_key=True),
     Column("next_at", Double, nullable=False),
+)
+
+# The scheduled Slack report (migration 0009): one row per report day, claimed by the worker that posts
+# it. The primary key is what makes several workers post a day once; `claim` names the claim that may
+# mark it posted, and a claim older than the lease (its worker died) is taken over.
+report_posts = Table(
+    "report_posts",
+    metadata,
+    Column("day", Date, primary_key=True),  # the calendar day in REPORT_TZ the report covers
+    Column("claim", String(64), nullable=False),
+    Column("claimed_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("posted_at", UTCDateTime),
+    Column("last_error", Text),
 )

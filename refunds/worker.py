@@ -19,6 +19,7 @@ from . import rate_limit, slack_clicks, slack_digest, store
 from .db import Database
 from .lifecycle import RefundLifecycle
 from .notifier import DeliveryFailed, MessageRefused, Notifier
+from .reports.schedule import ReportSchedule, post_due_reports
 from .service import Clock, RefundService, backoff, utcnow
 
 __all__ = ["BUSY_PAUSE_SECONDS", "DELIVERY_RECORD_SECONDS", "MESSAGE_BACKOFF_CAP", "MESSAGE_LEASE",
@@ -122,6 +123,7 @@ class Worker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self.report_schedule: ReportSchedule | None = None  # the daily report's Slack post (REPORT_TIME)
 
     def wake(self) -> None:
         """Run the next pass now instead of at the end of the poll interval (a Slack click is waiting).
@@ -142,6 +144,7 @@ class Worker:
         done += self.service.escalate_and_expire(self.escalate_after, self.expire_after)
         done += deliver_due(self.service.db, self.notifier, clock=self.service.clock,
                             retry_backoff=self.service.retry_backoff, digest_after=self.digest_after)
+        done += post_due_reports(self.service.db, self.report_schedule, now=self.service.clock())
         return done
 
     def run_forever(self) -> None:

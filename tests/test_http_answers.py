@@ -36,6 +36,10 @@ OPERATIONS = {
     ("/stripe/webhook", "post"): ({"200", "400", "409", "413", "415", "503"}, {}),
     ("/slack/interactions", "post"): ({"200", "400", "401", "503"}, {}),
     ("/openapi.json", "get"): ({"200"}, {}),
+    ("/reports/daily", "get"): ({"200", "303", "400", "401"}, {}),
+    ("/sign-in", "get"): ({"200", "303", "404"}, {}),
+    ("/sign-in", "post"): ({"303", "401", "403", "404"}, {}),
+    ("/sign-out", "post"): ({"303", "403", "404"}, {}),
 }
 HISTORY_KEYS = {
     "request_id", "status", "decision", "policy_explanation", "charge_id", "payment_intent_id", "amount", "currency",

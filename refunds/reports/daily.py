@@ -36,6 +36,8 @@ from .model import (
     Queue,
     Tally,
     bucket_of,
+    external_path,
+    request_path,
 )
 
 __all__ = ["MIN_CHARGES", "daily_report", "day_window"]
@@ -82,9 +84,6 @@ _WAITING = select(func.count(), func.min(_p.c.requested_at)).where(_p.c.status =
                                                                      _p.c.requested_at < _AS_OF)
 _WAITED = select(func.count(), func.min(_p.c.requested_at)).where(_p.c.decided_at >= _AS_OF,
                                                                     _p.c.requested_at < _AS_OF)
-
-_FAILED_STATUSES = frozenset({"failed", "canceled"})
-
 
 def day_window(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
     """The UTC instants where calendar day `day` in `tz` starts and the next one starts."""
@@ -138,7 +137,7 @@ class _Tallies:
         self.failures: list[Failure] = []
 
     def request(self, row: Any) -> None:
-        path = _path(row.status, row.decision)
+        path = request_path(row.status, row.decision)
         self._common(row, path)
         seconds = (row.resolved_at - row.created_at).total_seconds()
         self.durations[path].append(seconds)
@@ -153,7 +152,7 @@ class _Tallies:
             self._failure(row, row.id, row.failure_reason or row.error_code)
 
     def external(self, row: Any) -> None:
-        path = "failed" if row.status in _FAILED_STATUSES else "external"
+        path = external_path(row.status)
         self._common(row, path)
         if path == "failed":
             self._failure(row, None, row.failure_reason or row.status)
@@ -182,13 +181,6 @@ class _Tallies:
             else:
                 kept[currency] = kept.get(currency, 0) + int(fee)
         return Fees(kept=dict(sorted(kept.items())), charges=len(self.fee_by_charge), unknown=unknown)
-
-
-def _path(status: str, decision: str | None) -> str:
-    """How a resolved request ended: succeeded requests by who let them through, the rest by status."""
-    if status == "succeeded":
-        return "auto_approved" if decision == "auto_approve" else "approved"
-    return status
 
 
 def _rates(refunded: dict[str | None, set[str]], charges: dict[str | None, int], minimum: int) -> list[ProductRate]:

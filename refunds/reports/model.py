@@ -24,6 +24,8 @@ __all__ = [
     "Queue",
     "Tally",
     "bucket_of",
+    "external_path",
+    "request_path",
 ]
 
 # Every way a request (or a refund made elsewhere) ends, in the order reports show them.
@@ -34,6 +36,18 @@ EXECUTED_PATHS = frozenset({"auto_approved", "approved", "external"})
 BUCKETS: tuple[tuple[str, float | None], ...] = (
     ("under_1_minute", 60.0), ("under_1_hour", 3600.0), ("under_1_day", 86400.0), ("longer", None),
 )
+
+
+def request_path(status: str, decision: str | None) -> str:
+    """How a resolved request ended: succeeded requests by who let them through, the rest by status."""
+    if status == "succeeded":
+        return "auto_approved" if decision == "auto_approve" else "approved"
+    return status
+
+
+def external_path(status: str | None) -> str:
+    """How a refund made outside the service counts: failed when Stripe failed or canceled it."""
+    return "failed" if status in ("failed", "canceled") else "external"
 
 
 def bucket_of(seconds: float) -> str:
