@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 __all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "READ_ONLY", "SQLITE_BUSY_TIMEOUT_MS", "Database",
-           "WriterQueue", "alembic_config", "current_revision", "head_revision", "is_read_only",
+           "FileLock", "WriterQueue", "alembic_config", "current_revision", "head_revision", "is_read_only",
            "make_engine", "not_ready", "upgrade"]
 
 if TYPE_CHECKING:
@@ -86,31 +86,26 @@ def is_read_only(conn: Connection) -> bool:
     return bool(conn.get_execution_options().get(READ_ONLY))
 
 
-class WriterQueue:
-    """Lets one write transaction at a time, across this process's threads and every process, at a
-    SQLite file: an exclusive `flock` on `<database>-writer.lock`, taken before `BEGIN IMMEDIATE`.
+class FileLock:
+    """An exclusive `flock` on the file at `path`, across this process's threads and every process.
 
-    SQLite makes a second writer wait too, but by sleeping and trying again (1, 2, 5, 10 ... 100 ms
-    between tries): two workers that collided lost milliseconds each time, and at 8 connections a
-    request spent over a third of its time there. The kernel wakes an flock waiter as soon as the
-    lock is released, and releases it when its holder dies. Anything else that writes to the file
-    (the sqlite3 shell, a migration) still meets SQLite's own busy timeout.
+    The kernel wakes a waiter the moment the holder lets go, and releases the lock of a holder that dies.
     """
 
-    def __init__(self, database_path: str) -> None:
-        self.path = f"{database_path}-writer.lock"
+    def __init__(self, path: str) -> None:
+        self.path = path
         self._threads = threading.Lock()
         self._fd: int | None = None
         self._pid = 0
 
     @contextmanager
-    def turn(self) -> Iterator[None]:
-        """Wait for the turn to write; held until the block ends."""
+    def held(self) -> Iterator[int]:
+        """Wait for the lock; held until the block ends. Yields the file's descriptor (for small reads and writes)."""
         with self._threads:
             fd = self._file()
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                yield
+                yield fd
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
@@ -125,6 +120,32 @@ class WriterQueue:
         if self._fd is not None and self._pid == os.getpid():
             os.close(self._fd)
         self._fd = None
+
+
+class WriterQueue:
+    """Lets one write transaction at a time, across this process's threads and every process, at a
+    SQLite file: a `FileLock` on `<database>-writer.lock`, taken before `BEGIN IMMEDIATE`.
+
+    SQLite makes a second writer wait too, but by sleeping and trying again (1, 2, 5, 10 ... 100 ms
+    between tries): two workers that collided lost milliseconds each time, and at 8 connections a
+    request spent over a third of its time there. The kernel wakes an flock waiter as soon as the
+    lock is released, and releases it when its holder dies. Anything else that writes to the file
+    (the sqlite3 shell, a migration) still meets SQLite's own busy timeout.
+    """
+
+    def __init__(self, database_path: str) -> None:
+        self.database_path = database_path
+        self.path = f"{database_path}-writer.lock"
+        self._lock = FileLock(self.path)
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """Wait for the turn to write; held until the block ends."""
+        with self._lock.held():
+            yield
+
+    def close(self) -> None:
+        self._lock.close()
 
 
 class Database:

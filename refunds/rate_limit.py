@@ -24,7 +24,6 @@ number per kind, the time of its next free slot, kept where every process sees i
 from __future__ import annotations
 
 import contextvars
-import fcntl
 import os
 import struct
 import threading
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, text
 
+from .db import FileLock
 from .errors import StripeThrottled, StripeUnavailable
 from .stripe_gateway import ChargeInfo, RefundGateway, RefundInfo, RefundParams
 
@@ -119,9 +119,7 @@ class FileLimiter:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._threads = threading.Lock()
-        self._fd: int | None = None
-        self._pid = 0
+        self._lock = FileLock(path)
 
     def reserve(self, kind: str, interval: float, max_wait: float) -> float | None:
         index = KINDS.index(kind)
@@ -143,24 +141,12 @@ class FileLimiter:
 
     def _update(self, change: Callable[[list[float], float], T]) -> T:
         size = struct.calcsize(self._FORMAT)
-        with self._threads:
-            fd = self._file()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                raw = os.pread(fd, size, 0)
-                slots = list(struct.unpack(self._FORMAT, raw)) if len(raw) == size else [0.0] * len(KINDS)
-                result = change(slots, time.time())
-                os.pwrite(fd, struct.pack(self._FORMAT, *slots), 0)
-                return result
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-
-    def _file(self) -> int:
-        # A descriptor inherited across fork shares its lock with the parent: each process opens its own.
-        if self._fd is None or self._pid != os.getpid():
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._pid = os.getpid()
-        return self._fd
+        with self._lock.held() as fd:
+            raw = os.pread(fd, size, 0)
+            slots = list(struct.unpack(self._FORMAT, raw)) if len(raw) == size else [0.0] * len(KINDS)
+            result = change(slots, time.time())
+            os.pwrite(fd, struct.pack(self._FORMAT, *slots), 0)
+            return result
 
 
 # The database's clock, not each box's: instances on several machines share one timeline. Upserts: a
@@ -251,7 +237,7 @@ def limiter_for(settings: Settings, db: Database) -> RateLimiter:
     if db.engine.dialect.name == "postgresql":
         return SqlLimiter(db.engine)
     if db.writers is not None:
-        return FileLimiter(db.writers.path.removesuffix("-writer.lock") + "-ratelimit")
+        return FileLimiter(db.writers.database_path + "-ratelimit")
     return LocalLimiter()
 
 
