@@ -123,3 +123,21 @@ def test_the_worker_lines_of_another_request_do_not_carry_the_id(
     logging.getLogger("refunds.test").warning("after the worker's pass")
     [after] = [line for line in _json_lines(capsys.readouterr().err) if line["message"] == "after the worker's pass"]
     assert "request_id" not in after
+
+
+def test_the_stripe_stand_ins_refund_carries_the_request_id_in_its_metadata(database_url: str) -> None:
+    from standins.stripe_api import StripeStandIn
+
+    with StripeStandIn(api_key=STRIPE_KEY) as stripe:
+        charge = stripe.add_charge(3000, "usd")["id"]
+        app = create_app(make_settings(database_url, stripe_api_base=stripe.base_url))
+        if not database_url.startswith("sqlite"):
+            app.extensions["refund_service"].db.upgrade()
+        try:
+            answer = app.test_client().post("/refund-request", headers={**HEADERS, "X-Request-Id": "abc-123"},
+                                            json={"charge_id": charge, "amount": 1500})
+        finally:
+            app.extensions["refund_service"].db.dispose()
+        assert answer.status_code == 200
+        [refund] = stripe.refunds
+        assert refund["metadata"]["trace_id"] == "abc-123"
