@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .db import Database
     from .domain import Clock
     from .notifier import ApprovalLinkSource, Notifier
+    from .rate_limit import LimiterObserver
     from .rules import PolicyConfig
     from .stripe_gateway import RefundGateway
     from .worker import Worker
@@ -66,6 +67,8 @@ def create_app(
 
     db = Database(settings.database_url)
     migrated = db.upgrade() if settings.is_sqlite else []
+    clock = clock or utcnow
+    metrics = Metrics(db, clock)
     if gateway is None:
         gateway = StripeGateway(
             settings.stripe_secret_key,
@@ -73,14 +76,12 @@ def create_app(
             max_network_retries=settings.stripe_max_network_retries,
             timeout_seconds=settings.stripe_timeout_seconds,
         )
-        gateway = _rate_limited(gateway, settings, db)
+        gateway = _rate_limited(gateway, settings, db, metrics)
     links = (ApprovalLinks(settings.approval_link_secret, ttl_seconds=settings.approval_link_ttl_seconds,
                            base_url=settings.public_base_url)
              if settings.approval_link_secret else None)
     if notifier is None:
         notifier = _notifier(settings, db, links, policy)
-    clock = clock or utcnow
-    metrics = Metrics(db, clock)
     # The one place Stripe calls are measured: every use case gets the gateway through here.
     gateway = instrument_gateway(gateway, metrics)
     service = RefundService(db, gateway, policy, clock=clock,
@@ -187,11 +188,14 @@ def _approval_link_source(db: Database, links: ApprovalLinks, policy: PolicyConf
     return pairs
 
 
-def _rate_limited(gateway: RefundGateway, settings: Settings, db: Database) -> RefundGateway:
-    """Stripe's calls within STRIPE_RATE_LIMIT, shared by every process (see `refunds.rate_limit`)."""
+def _rate_limited(gateway: RefundGateway, settings: Settings, db: Database,
+                  metrics: LimiterObserver) -> RefundGateway:
+    """Stripe's calls within STRIPE_RATE_LIMIT, shared by every process (see `refunds.rate_limit`); `metrics`
+    counts their waits and refusals."""
     from .rate_limit import RateLimitedGateway, limiter_for
 
-    return RateLimitedGateway(gateway, limiter_for(settings, db), rate=settings.stripe_rate_limit)
+    return RateLimitedGateway(gateway, limiter_for(settings, db), rate=settings.stripe_rate_limit,
+                              observer=metrics)
 
 
 def _seconds(value: int | None) -> timedelta | None:

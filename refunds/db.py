@@ -38,7 +38,7 @@ logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 # The newest migration in migrations/versions: what this code needs the schema to be at. Written here so
 # that a start on a migrated database checks one row instead of importing Alembic, which costs each
 # process about 10 MB for as long as it runs. tests/test_startup.py checks it against migrations/.
-HEAD_REVISION = "0009"
+HEAD_REVISION = "0010"
 
 log = logging.getLogger(__name__)
 

@@ -125,6 +125,8 @@ def _create_refund(ctx: Context, request: RefundRequest) -> RefundInfo:
                 "source": "refund-service"}
     if request.ticket_id:
         metadata["ticket_id"] = str(request.ticket_id)[:500]
+    if request.trace_id:
+        metadata["trace_id"] = request.trace_id[:500]  # at most 100 characters (logs.sane_request_id)
     params = RefundParams(charge_id=planned.charge_id, payment_intent_id=request.payment_intent_id,
                           amount=planned.amount, reason=_stripe_reason(ctx, request.reason),
                           idempotency_key=planned.idempotency_key,

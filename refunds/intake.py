@@ -30,6 +30,7 @@ from .errors import (
     StripeMisconfigured,
     StripeUnavailable,
 )
+from .logs import current_request_id, logging_for
 from .money import Money
 from .policy import Action
 from .records import RefundRequest
@@ -107,6 +108,7 @@ def new_request(ctx: Context, command: RefundCommand, fingerprint: str, idempote
         policy_explanation=None, requested_by=command.requested_by or INTAKE.name, stripe_idempotency_key=None,
         stripe_refund_id=None, error_code=None, error_message=None, created_at=now, updated_at=now,
         execution_started_at=None, resolved_at=None, attempts=0, next_attempt_at=now + ctx.execution_lease,
+        trace_id=current_request_id(),
     )
 
 
@@ -130,7 +132,9 @@ def advance_by_id(ctx: Context, request_id: int) -> None:
     with ctx.db.read() as conn:
         request = store.get_request(conn, request_id)
     if request is not None:
-        advance(ctx, request)
+        # The worker carries the request on long after its HTTP request ended: its lines carry that request's id.
+        with logging_for(request.trace_id or current_request_id()):
+            advance(ctx, request)
 
 
 def retry_due(ctx: Context, limit: int = 20) -> int:

@@ -55,9 +55,23 @@ class Metrics:
                                         "included", ["operation"], registry=own)
         self.stripe_errors = Counter("refunds_stripe_errors", "Stripe calls that raised, by the error's code",
                                      ["operation", "code"], registry=own)
+        # The shared Stripe rate limit (`rate_limit.RateLimitedGateway` tells these, as a LimiterObserver).
+        self.rate_limit_wait = Histogram("refunds_stripe_rate_limit_wait_seconds", "time a Stripe call waited "
+                                         "for its rate-limit slot (0 when it was free)", ["kind"], registry=own)
+        self.rate_limit_too_far = Counter("refunds_stripe_rate_limit_deferred", "Stripe calls not made because "
+                                          "their slot was further than the caller may wait (a request answers "
+                                          "202 processing)", ["kind"], registry=own)
         self.database = DatabaseCollector(db, clock)
         if not self.multiprocess:
             self.registry.register(self.database)
+
+    def slot_waited(self, kind: str, seconds: float) -> None:
+        """See `rate_limit.LimiterObserver`."""
+        self.rate_limit_wait.labels(kind).observe(seconds)
+
+    def slot_too_far(self, kind: str) -> None:
+        """See `rate_limit.LimiterObserver`."""
+        self.rate_limit_too_far.labels(kind).inc()
 
     def scrape(self) -> bytes:
         """The exposition text of every metric (see the module docstring)."""

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from .config import Settings
     from .db import Database
 
-__all__ = ["KINDS", "REQUEST_MAX_WAIT", "THROTTLE_PAUSE", "WORKER_MAX_WAIT", "FileLimiter", "LocalLimiter",
+__all__ = ["KINDS", "REQUEST_MAX_WAIT", "THROTTLE_PAUSE", "WORKER_MAX_WAIT", "FileLimiter", "LimiterObserver",
+           "LocalLimiter",
            "RateLimitedGateway", "RateLimiter", "RedisLimiter", "SqlLimiter", "limiter_for", "patient",
            "slot"]
 
@@ -241,6 +242,17 @@ def limiter_for(settings: Settings, db: Database) -> RateLimiter:
     return LocalLimiter()
 
 
+class LimiterObserver(Protocol):
+    """Told of each slot a `RateLimitedGateway` takes or cannot take (`metrics.Metrics` counts them)."""
+
+    def slot_waited(self, kind: str, seconds: float) -> None:
+        """A call of `kind` took its slot after waiting `seconds` (0 when it was free)."""
+
+    def slot_too_far(self, kind: str) -> None:
+        """A call of `kind` was not made: its slot was further than the caller may wait (a request then
+        answers `202 processing`, the worker tries again later)."""
+
+
 class RateLimitedGateway:
     """`RefundGateway` that takes a slot from `limiter` before each call of `gateway`: `rate` reads and
     `rate` writes a second at most, across every process sharing the limiter.
@@ -248,12 +260,14 @@ class RateLimitedGateway:
     Waits for the slot up to `REQUEST_MAX_WAIT` (within `patient(...)`: as long as it says); further
     away, raises `StripeUnavailable` without calling Stripe. A `StripeThrottled` (Stripe's 429) pauses
     every process for `THROTTLE_PAUSE` seconds and is raised on. Other attributes pass through unlimited.
+    `observer`, when given, is told of every wait and every refusal.
     """
 
     def __init__(self, gateway: RefundGateway, limiter: RateLimiter, *, rate: float,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, observer: LimiterObserver | None = None) -> None:
         self.inner = gateway
         self.limiter = limiter
+        self.observer = observer
         self.interval = 1.0 / rate
         self._sleep = sleep
 
@@ -283,6 +297,11 @@ class RateLimitedGateway:
 
     def _take(self, kind: str) -> None:
         wait = self.limiter.reserve(kind, self.interval, _max_wait.get())
+        if self.observer is not None:
+            if wait is None:
+                self.observer.slot_too_far(kind)
+            else:
+                self.observer.slot_waited(kind, wait)
         if wait is None:
             raise StripeUnavailable("Stripe's rate limit is reached; the refund is retried shortly.")
         if wait > 0:

@@ -75,6 +75,8 @@ class RefundRequest(_Record):
     policy_rule: str | None = None
     policy_version: str | None = None
     policy_facts: str | None = None
+    # The request id (X-Request-Id) it was received with; None for requests received before migration 0010.
+    trace_id: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, RequestStatus):

@@ -8,6 +8,7 @@ frozen records of `records.py`. A request's status is only ever changed through 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,7 +48,7 @@ __all__ = ["OLDER_PENDING", "SLACK_CLICK",
            "list_pending", "lock_pending", "log_rows_for_request", "mark_click_decided", "mark_dead",
            "mark_delivered", "mark_escalated", "mark_failed", "note_charge", "record_click", "record_event",
            "release", "reschedule", "reserve", "set_log_status", "set_stripe_key", "stale_pending",
-           "touch_log_check", "unrefund", "unsettled_refunds", "update_request", "use_link"]
+           "touch_log_check", "trace_ids", "unrefund", "unsettled_refunds", "update_request", "use_link"]
 
 # The advisory lock key that serialises queueing on PostgreSQL (see `insert_pending`): any fixed 64-bit number.
 _QUEUE_LOCK = 0x7265_6675_6E64_7101
@@ -470,6 +471,18 @@ def claim_due_messages(conn: Connection, now: datetime, lease: timedelta, limit:
     if messages:
         conn.execute(_CLAIM_MESSAGES, {"b_ids": [m.id for m in messages], "b_until": now + lease})
     return messages
+
+
+_TRACE_IDS = (select(refund_requests.c.id, refund_requests.c.trace_id)
+              .where(refund_requests.c.id.in_(bindparam("b_ids", expanding=True)),
+                     refund_requests.c.trace_id.is_not(None)))
+
+
+def trace_ids(conn: Connection, request_ids: Collection[int]) -> dict[int, str]:
+    """The trace id (X-Request-Id at intake) of each of `request_ids` that has one."""
+    if not request_ids:
+        return {}
+    return {row.id: row.trace_id for row in conn.execute(_TRACE_IDS, {"b_ids": list(request_ids)})}
 
 
 def mark_delivered(conn: Connection, message_id: int, at: datetime) -> None:

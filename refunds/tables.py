@@ -130,6 +130,9 @@ refund_requests = Table(
     Column("policy_rule", String(POLICY_RULE)),
     Column("policy_version", String(POLICY_VERSION)),
     Column("policy_facts", Text),
+    # The X-Request-Id the request came with (migration 0010): the worker's log lines about it carry it, and
+    # Stripe's refund has it in its metadata, so one id follows the refund from the support tool to Stripe.
+    Column("trace_id", String(100)),
 )
 # A customer's recent requests (velocity), and the store's recent auto-approvals (the circuit breaker).
 Index("ix_refund_requests_customer", refund_requests.c.customer_key, refund_requests.c.created_at)

@@ -15,10 +15,11 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from . import rate_limit, slack_clicks, slack_digest, store
+from . import logs, rate_limit, slack_clicks, slack_digest, store
 from .db import Database
 from .lifecycle import RefundLifecycle
 from .notifier import DeliveryFailed, MessageRefused, Notifier
+from .records import OutboxMessage
 from .reports.schedule import ReportSchedule, post_due_reports
 from .service import Clock, RefundService, backoff, utcnow
 
@@ -68,33 +69,45 @@ def deliver_due(db: Database, notifier: Notifier, *, clock: Clock = utcnow, limi
                                                retry_backoff=retry_backoff)
     with db.transaction() as conn:
         due = store.claim_due_messages(conn, now, MESSAGE_LEASE, limit)
+        traces = store.trace_ids(conn, {m.request_id for m in due if m.request_id is not None})
     for message in due:
-        try:
-            notifier.send(message.kind, json.loads(message.payload))
-        except MessageRefused as exc:
-            with db.transaction() as conn:
-                store.mark_dead(conn, message.id, at=clock(), error=str(exc))
-            log.error("slack message %s (%s, request %s) refused by Slack and parked dead; it will not be "
-                      "sent again: %s", message.id, message.kind, message.request_id, exc)
-            continue
-        except DeliveryFailed as exc:
-            wait = backoff(retry_backoff, message.attempts + 1, cap=MESSAGE_BACKOFF_CAP)
-            if exc.retry_after is not None:
-                wait = max(wait, min(exc.retry_after, RETRY_AFTER_CAP))
-            with db.transaction() as conn:
-                store.mark_failed(conn, message.id, retry_at=clock() + wait, error=str(exc))
-            # Anything but a rate limit means Slack is down or the webhook is broken: ops must see it.
-            log.log(logging.WARNING if exc.throttled else logging.ERROR,
-                    "slack message %s (%s, request %s) not delivered, next attempt in %ss: %s",
-                    message.id, message.kind, message.request_id, int(wait.total_seconds()), exc)
-            continue
-        delivered += 1
-        unrecorded.append(message.id)
+        # Each message's lines carry the id of the request it tells about, as its HTTP request's lines did.
+        with logs.logging_for(traces.get(message.request_id) if message.request_id is not None else None):
+            if _deliver(db, notifier, message, clock=clock, retry_backoff=retry_backoff):
+                delivered += 1
+                unrecorded.append(message.id)
         if time.monotonic() - recorded_at >= DELIVERY_RECORD_SECONDS:
             _record_delivered(db, unrecorded, clock())
             unrecorded, recorded_at = [], time.monotonic()
     _record_delivered(db, unrecorded, clock())
     return delivered
+
+
+def _deliver(db: Database, notifier: Notifier, message: OutboxMessage, *, clock: Clock,
+             retry_backoff: timedelta) -> bool:
+    """Send one claimed message; True when Slack took it (the caller records it), else it is rescheduled or
+    parked dead here (see `deliver_due`)."""
+    try:
+        notifier.send(message.kind, json.loads(message.payload))
+    except MessageRefused as exc:
+        with db.transaction() as conn:
+            store.mark_dead(conn, message.id, at=clock(), error=str(exc))
+        log.error("slack message %s (%s, request %s) refused by Slack and parked dead; it will not be "
+                  "sent again: %s", message.id, message.kind, message.request_id, exc)
+        return False
+    except DeliveryFailed as exc:
+        wait = backoff(retry_backoff, message.attempts + 1, cap=MESSAGE_BACKOFF_CAP)
+        if exc.retry_after is not None:
+            wait = max(wait, min(exc.retry_after, RETRY_AFTER_CAP))
+        with db.transaction() as conn:
+            store.mark_failed(conn, message.id, retry_at=clock() + wait, error=str(exc))
+        # Anything but a rate limit means Slack is down or the webhook is broken: ops must see it.
+        log.log(logging.WARNING if exc.throttled else logging.ERROR,
+                "slack message %s (%s, request %s) not delivered, next attempt in %ss: %s",
+                message.id, message.kind, message.request_id, int(wait.total_seconds()), exc)
+        return False
+    log.info("slack message %s (%s, request %s) delivered", message.id, message.kind, message.request_id)
+    return True
 
 
 def _record_delivered(db: Database, message_ids: Sequence[int], at: datetime) -> None:

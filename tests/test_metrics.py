@@ -111,3 +111,33 @@ def test_every_metric_the_example_dashboard_plots_is_served(app: Flask) -> None:
     plotted = {name for panel in board["panels"] for target in panel["targets"]
                for name in re.findall(r"\brefunds_[a-z_]+", target["expr"])}
     assert plotted and plotted <= served, plotted - served
+
+
+def test_the_metrics_count_the_waits_for_a_stripe_slot_and_the_requests_sent_to_the_worker_because_of_it(
+        database_url: str) -> None:
+    from refunds.rate_limit import patient
+    from standins.stripe_api import StripeStandIn
+
+    with StripeStandIn(api_key=STRIPE_KEY) as stripe:
+        charges = [stripe.add_charge(1000, "usd")["id"] for _ in range(3)]
+        # Two reads and two writes a second: the second request waits about half a second for its read slot.
+        app = create_app(make_settings(database_url, metrics_token=METRICS_TOKEN, stripe_api_base=stripe.base_url,
+                                       stripe_rate_limit=2.0))
+        if not database_url.startswith("sqlite"):
+            app.extensions["refund_service"].db.upgrade()
+        client = app.test_client()
+        try:
+            for charge in charges[:2]:
+                answer = client.post("/refund-request", headers=INTAKE, json={"charge_id": charge, "amount": 100})
+                assert answer.status_code == 200
+            with patient(0.05):  # the next read slot is further than this caller may wait
+                answer = client.post("/refund-request", headers=INTAKE, json={"charge_id": charges[2], "amount": 100})
+            assert answer.status_code == 202 and stripe.refund_creations() == 2
+            samples = scrape(client)
+        finally:
+            app.extensions["refund_service"].db.dispose()
+    assert value(samples, "refunds_stripe_rate_limit_wait_seconds_count", kind="read") == 2
+    assert value(samples, "refunds_stripe_rate_limit_wait_seconds_count", kind="write") == 2
+    assert 0 < value(samples, "refunds_stripe_rate_limit_wait_seconds_sum", kind="read") <= 0.5
+    assert value(samples, "refunds_stripe_rate_limit_deferred_total", kind="read") == 1
+    assert value(samples, "refunds_stripe_rate_limit_deferred_total", kind="write") == 0

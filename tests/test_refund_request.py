@@ -41,7 +41,8 @@ def test_small_refund_is_executed_on_stripe_at_once_and_logged(
     assert log_row.product == "mug"
     [stored] = rows(app, refund_requests)
     assert gateway.calls[0].metadata == {"refund_request_id": str(body["request_id"]), "source": "refund-service",
-                                         "refund_key": stored.stripe_idempotency_key}
+                                         "refund_key": stored.stripe_idempotency_key,
+                                         "trace_id": response.headers["X-Request-Id"]}
     assert notifier.sent == []  # Slack is never in the request path
     run_worker(app)
     assert notifier.kinds() == ["auto_approved"]

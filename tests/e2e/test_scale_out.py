@@ -1,5 +1,6 @@
 """Several instances and workers on one database: a burst within Stripe's rate limit (shared by every
-process), and 1,000 requests over two instances and three workers, one of them killed mid-run."""
+process), 1,000 requests over two instances and three workers, one of them killed mid-run, and the daily
+report posted once by three workers."""
 
 from __future__ import annotations
 
@@ -168,3 +169,23 @@ def _no_commit_flush(url: str) -> None:
             conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
     finally:
         engine.dispose()
+
+
+def test_three_workers_post_the_daily_report_once(database_url: str, slack: SlackStandIn,
+                                                   fleet: dict[str, Any]) -> None:
+    with StripeStandIn(api_key=STRIPE_KEY) as stripe:
+        # REPORT_TIME long past today: yesterday's report is due the moment each worker starts.
+        env = service_env(database_url, stripe, slack, REPORT_TIME="00:00", REPORT_TZ="UTC")
+        migrate = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=120, check=False)
+        assert migrate.returncode == 0, migrate.stderr
+        for n in range(3):
+            fleet["worker"](env, n)
+
+        def reports() -> list[Any]:  # yesterday's, the only day due in a new database
+            return [m for m in slack.messages if m["text"].startswith("Refunds on ")]
+
+        wait_until(lambda: len(reports()) >= 1, timeout=60, what="the daily report to be posted")
+        time.sleep(2.0)  # twenty passes of each worker (WORKER_POLL_SECONDS=0.1): none may post it again
+        assert len(reports()) == 1 and len(slack.messages) == 1
+        fleet["stop"]()  # before the database is emptied
