@@ -193,6 +193,10 @@ def _assess(ctx: Context, request: RefundRequest) -> RefundRequest | Outcome:
             if decided.decision.action is not Action.AUTO_APPROVE \
                     or store.reserve(conn, charge.charge_id, amount, now):
                 return _route(ctx, conn, request, charge, refund, decided, now)
+            # Roll back what deciding wrote (a circuit-breaker trip ended by a refund that then did not go).
+            raise _NoRoom()
+    except _NoRoom:
+        pass
     except DuplicatePending as exc:
         return execution.fail(ctx, request, exc)
     except (LostRace, IntegrityError):
@@ -202,6 +206,10 @@ def _assess(ctx: Context, request: RefundRequest) -> RefundRequest | Outcome:
     return execution.fail(ctx, request, ExceedsRefundable(
         f"{refund} does not fit in what remains refundable on charge {charge.charge_id}"
         " once the refunds already in progress are counted."))
+
+
+class _NoRoom(Exception):
+    """The decision said execute, but the money no longer fits: its transaction must not commit."""
 
 
 def _refuse(conn: Connection, request: RefundRequest, charge: ChargeInfo, refund: Money, decided: Decided,

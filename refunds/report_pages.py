@@ -154,7 +154,10 @@ def _viewer() -> Approver | None:
 def _next() -> str:
     """Where to go after sign-in: `next` when it is a report page of this site, else the daily report."""
     target = request.values.get("next", "")
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # an unbalanced [ or ] in what would be a host: not a page of ours
+        return url_for("report_pages.daily")
     if parts.scheme or parts.netloc or not parts.path.startswith("/reports/") or target.startswith("//"):
         return url_for("report_pages.daily")
     return target

@@ -45,7 +45,10 @@ _ROUTINE_DUE = (outbox.c.kind.in_(ROUTINE_KINDS) & outbox.c.delivered_at.is_(Non
                 & (outbox.c.claimed_until.is_(None) | (outbox.c.claimed_until <= bindparam("b_now")))
                 & (outbox.c.request_id.is_(None) | (store.OLDER_PENDING == 0)))
 _MORE_THAN = select(outbox.c.id).where(_ROUTINE_DUE).offset(bindparam("b_after")).limit(1)
-_CLAIM = select(outbox).where(_ROUTINE_DUE).order_by(outbox.c.id).limit(DIGEST_LIMIT).with_for_update(skip_locked=True)
+# Only messages due now are folded: one whose digest Slack refused or throttled waits out its backoff (and
+# Slack's Retry-After) like any other message, instead of going out again in the next pass's digest.
+_CLAIM = (select(outbox).where(_ROUTINE_DUE, outbox.c.next_attempt_at <= bindparam("b_now")).order_by(outbox.c.id)
+          .limit(DIGEST_LIMIT).with_for_update(skip_locked=True))
 _LEASE = (update(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
           .values(claimed_until=bindparam("b_until"), attempts=outbox.c.attempts + 1))
 

@@ -196,6 +196,17 @@ def test_sign_in_leads_only_to_this_sites_report_pages(app: Flask, token: str) -
     assert answer.headers["Location"] == "/reports/daily"
 
 
+@pytest.mark.parametrize("target", ["//[x", "http://[::1", "//evil]/reports/"])
+def test_a_next_that_is_not_a_url_is_ignored_not_a_500(app: Flask, token: str, target: str) -> None:
+    client = app.test_client()
+    assert client.get("/sign-in", query_string={"next": target}).status_code == 200
+    csrf = csrf_of(client)
+
+    answer = client.post("/sign-in", data={"token": token, "csrf_token": csrf, "next": target})
+
+    assert answer.headers["Location"] == "/reports/daily"
+
+
 @pytest.mark.parametrize("query", ["date=yesterday", "date=20261125", "date=0001-01-01", "date=2026-02-30",
                                    "format=xml"])
 def test_a_malformed_date_or_format_is_refused(app: Flask, token: str, query: str) -> None:

@@ -137,3 +137,21 @@ def test_an_approved_message_is_not_folded_while_its_requests_needs_approval_mes
     assert "needs approval" in texts[1] and "Refund approved" in texts[2]  # its own story, in order
     assert not _undelivered(db)
     db.dispose()
+
+
+def test_a_digest_slack_throttled_is_not_posted_again_before_its_retry_after_while_other_messages_go(
+    db: Database, slack: SlackStandIn
+) -> None:
+    clock = FakeClock(START)
+    _enqueue(db, ["auto_approved"] * 50 + ["needs_approval"], START)
+    slack.fail_next(1, 429, retry_after=600)
+    assert _deliver(db, slack, clock) == 1  # the digest was throttled; the approval request went on its own
+    clock.advance(timedelta(seconds=1))
+    with db.transaction() as conn:  # another request needs approval: the next pass has work to do
+        enqueue(conn, request_id=None, kind="needs_approval", payload=_facts(99), at=clock())
+    assert _deliver(db, slack, clock) == 1
+    assert slack.attempts == 3, "the throttled digest went out again before Slack's Retry-After"
+    assert len(_undelivered(db)) == 50
+    clock.advance(timedelta(seconds=600))
+    assert _deliver(db, slack, clock) == 50
+    assert not _undelivered(db)
