@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 import time
 import urllib.request
 from collections import Counter
@@ -32,7 +30,15 @@ from typing import Any
 
 import requests
 
-from bench.processes import ROOT, Processes, SetupError, free_port, load_average, wait_http, wait_ready_line
+from bench.processes import (
+    ROOT,
+    Processes,
+    free_port,
+    load_average,
+    run_keeping_logs,
+    wait_http,
+    wait_ready_line,
+)
 from bench.run import INTAKE_TOKEN, clean_environment, migrate, scratch_databases
 from bench.standin_servers import API_KEY, STATS_PATH, charge_id
 
@@ -135,19 +141,9 @@ def succeeded(database_url: str, args: argparse.Namespace) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(f"load average {load_average()} at start")
-    workdir = Path(tempfile.mkdtemp(prefix="refunds-burst-"))
-    try:
-        valid = run(args, workdir)
-    except SetupError as exc:
-        print(f"bench.burst: {exc}", file=sys.stderr)
-        return 2
+    status = run_keeping_logs("burst", lambda workdir: run(args, workdir))
     print(f"load average {load_average()} at the end")
-    if valid:
-        shutil.rmtree(workdir, ignore_errors=True)
-    else:
-        print(f"bench.burst: the logs are kept in {workdir}", file=sys.stderr)
-    return 0 if valid else 1
-
+    return status
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -11,13 +11,16 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,3 +177,25 @@ def machine_jiffies() -> tuple[int, int, int]:
 
 def load_average() -> str:
     return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def run_keeping_logs(name: str, run: Callable[[Path], bool]) -> int:
+    """Run `run` in a new scratch directory and return the exit status: 0 valid, 1 invalid (the directory,
+    with every process's log, is kept and named), 2 when something could not start."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"refunds-{name}-"))
+    try:
+        valid = run(workdir)
+    except SetupError as exc:
+        print(f"bench.{name}: {exc}", file=sys.stderr)
+        return 2
+    if valid:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"bench.{name}: the logs are kept in {workdir}", file=sys.stderr)
+    return 0 if valid else 1
+
+
+def cores_busy(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
+    """How many cores the whole machine kept busy on average between two `machine_jiffies()` samples."""
+    spent = after[2] - before[2]
+    return (after[0] - before[0]) / spent * (os.cpu_count() or 1) if spent else 0.0

@@ -21,13 +21,22 @@ import secrets
 import shutil
 import signal
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.processes import ROOT, Processes, SetupError, free_port, load_average, wait_http, wait_ready_line
+from bench.processes import (
+    ROOT,
+    Processes,
+    cores_busy,
+    free_port,
+    load_average,
+    machine_jiffies,
+    run_keeping_logs,
+    wait_http,
+    wait_ready_line,
+)
 from bench.run import INTAKE_TOKEN, clean_environment, migrate, run_wrk, scratch_databases
 from bench.standin_servers import API_KEY
 
@@ -43,17 +52,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=8, help="wrk connections in all, split over instances")
     parser.add_argument("--charges", type=int, default=5000, help="charges seeded at the Stripe stand-in")
     return parser.parse_args(argv)
-
-
-def busy_cores(since: tuple[float, float, float] | None = None) -> tuple[float, float, float]:
-    """(cores busy on average since `since`, busy jiffies, all jiffies) from /proc/stat: the whole machine,
-    PostgreSQL, the stand-in, wrk and anything else running included."""
-    values = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle, total = values[3] + values[4], sum(values[:8])
-    if since is None:
-        return 0.0, total - idle, total
-    spent = total - since[2]
-    return (total - idle - since[1]) / spent * (os.cpu_count() or 1) if spent else 0.0, total - idle, total
 
 
 def drive(urls: list[str], connections: int, seconds: float, charges: int) -> list[dict[str, Any]]:
@@ -87,9 +85,9 @@ def measure(args: argparse.Namespace, instances: int, stripe_url: str, database_
         children.append(child)
         wait_http(child, urls[-1] + "/healthz")
     drive(urls, args.connections, args.warmup, args.charges)
-    busy_before = busy_cores()
+    busy_before = machine_jiffies()
     results = drive(urls, args.connections, args.seconds, args.charges)
-    busy = busy_cores(busy_before)
+    busy = cores_busy(busy_before, machine_jiffies())
     ok = sum(r["requests"] - r["not_200"] for r in results)
     errors = sum(r["not_200"] + r["connect_errors"] + r["read_errors"] + r["write_errors"] + r["timeouts"]
                  for r in results)
@@ -100,7 +98,7 @@ def measure(args: argparse.Namespace, instances: int, stripe_url: str, database_
         child.process.wait(timeout=30)
     print(f"  {instances} instance{'s' if instances > 1 else ''} x 2 sync workers: {rate:.0f} refunds/s "
           f"(p50 {p50:.0f} ms, {ok} refunds, {errors} errors or non-200s); the machine's {os.cpu_count()} cores "
-          f"{busy[0]:.2f} busy on average; load average {load_average()}")
+          f"{busy:.2f} busy on average; load average {load_average()}")
     return rate, errors == 0
 
 
@@ -129,18 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.scale needs wrk on PATH", file=sys.stderr)
         return 2
     print(f"load average {load_average()} at start")
-    workdir = Path(tempfile.mkdtemp(prefix="refunds-scale-"))
-    try:
-        valid = run(args, workdir)
-    except SetupError as exc:
-        print(f"bench.scale: {exc}", file=sys.stderr)
-        return 2
-    if valid:
-        shutil.rmtree(workdir, ignore_errors=True)
-    else:
-        print(f"bench.scale: the logs are kept in {workdir}", file=sys.stderr)
-    return 0 if valid else 1
-
+    return run_keeping_logs("scale", lambda workdir: run(args, workdir))
 
 if __name__ == "__main__":
     raise SystemExit(main())

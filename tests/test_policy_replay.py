@@ -11,7 +11,7 @@ from refunds.policy import Action
 from refunds.rules import ChargeFacts, Facts, PastDecision, decide, default_policy, parse_policy, replay
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
-CANDIDATE = parse_policy(b"""
+CANDIDATE_TOML = """
 [thresholds.usd]
 auto_approve = 2000
 [thresholds.jpy]
@@ -20,7 +20,8 @@ auto_approve = 5000
 [reasons.duplicate]
 [reasons.fraudulent]
 outcome = "review"
-""", "candidate.toml")
+"""
+CANDIDATE = parse_policy(CANDIDATE_TOML.encode(), "candidate.toml")
 
 
 def past(request_id: int, amount: int, currency: str = "usd", reason: str = "requested_by_customer") -> PastDecision:

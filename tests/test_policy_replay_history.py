@@ -18,18 +18,8 @@ from refunds.policy import Action
 from refunds.rules import PastDecision, facts_as_json
 from refunds.states import RequestStatus
 from refunds.tables import metadata, refund_requests
-from tests.test_policy_replay import HISTORY, past
+from tests.test_policy_replay import CANDIDATE_TOML, HISTORY, past
 
-CANDIDATE = """
-[thresholds.usd]
-auto_approve = 2000
-[thresholds.jpy]
-auto_approve = 5000
-[reasons.requested_by_customer]
-[reasons.duplicate]
-[reasons.fraudulent]
-outcome = "review"
-"""
 NOV = datetime(2026, 11, 27, 12, tzinfo=UTC)
 OCT = datetime(2026, 10, 1, 12, tzinfo=UTC)
 
@@ -63,7 +53,7 @@ def seed(app: Flask) -> None:
 
 def replay_cli(app: Flask, tmp_path: Path, *args: str) -> tuple[int, str]:
     candidate = tmp_path / "candidate.toml"
-    candidate.write_text(CANDIDATE)
+    candidate.write_text(CANDIDATE_TOML)
     result = app.test_cli_runner().invoke(args=["policy", "replay", str(candidate), *args])
     return result.exit_code, result.output
 
