@@ -5,8 +5,6 @@ process's counts, whichever process answers it."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import requests
@@ -14,11 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from standins.stripe_api import StripeStandIn
 from tests.conftest import INTAKE_TOKEN, STRIPE_KEY
-from tests.e2e.conftest import ROOT, free_port, stop, wait_until
-from tests.e2e.test_production_start import operator_env
+from tests.e2e.conftest import free_port
+from tests.e2e.test_production_start import production_command
 
 METRICS_TOKEN = "metrics-e2e-token-0123456789"
-CONFIG = str(ROOT / "deploy" / "gunicorn.conf.py")
 
 
 def _health_answers(base: str) -> float:
@@ -37,19 +34,7 @@ def test_two_gunicorn_workers_report_one_sum_and_log_json_lines_with_request_ids
             f"STRIPE_SECRET_KEY={STRIPE_KEY}\nSTRIPE_API_BASE={stripe.base_url}\nINTAKE_TOKEN={INTAKE_TOKEN}\n"
             f"DATABASE_URL=sqlite:///{tmp_path}/refunds.db\nGUNICORN_BIND=127.0.0.1:{port}\nWEB_CONCURRENCY=2\n"
             f"METRICS_TOKEN={METRICS_TOKEN}\nLOG_FORMAT=json\nPROMETHEUS_MULTIPROC_DIR={metrics_dir}\n")
-        with (tmp_path / "gunicorn.log").open("wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", CONFIG],
-                                       cwd=tmp_path, env=operator_env(), stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
-        try:
-            def healthy() -> bool:
-                assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
-                try:
-                    return requests.get(base + "/healthz", timeout=2).status_code == 200
-                except requests.RequestException:
-                    return False
-
-            wait_until(healthy, timeout=60, what="the production command to answer /healthz")
+        with production_command(tmp_path, base):
             for _ in range(30):  # one connection each: the two processes share them
                 assert requests.get(base + "/healthz", timeout=5).status_code == 200
             counted = _health_answers(base)
@@ -57,8 +42,6 @@ def test_two_gunicorn_workers_report_one_sum_and_log_json_lines_with_request_ids
             answer = requests.post(base + "/refund-request", json={"charge_id": charge["id"], "amount": 500},
                                    headers={"Authorization": f"Bearer {INTAKE_TOKEN}", "X-Request-Id": "ticket-77"},
                                    timeout=30)
-        finally:
-            stop(process)
     assert counted >= 31 and scrapes == [counted] * 6
     assert len({path.name.rsplit("_", 1)[-1] for path in metrics_dir.glob("counter_*.db")}) == 2  # both processes
     assert answer.status_code == 200 and answer.headers["X-Request-Id"] == "ticket-77"

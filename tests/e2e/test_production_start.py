@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -23,6 +25,27 @@ def operator_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("STRIPE_", "SLACK_", "INTAKE_", "DATABASE_", "FLASK_", "APPROVAL_", "PUBLIC_"))}
     return {**env, "PYTHONUNBUFFERED": "1"}
+
+
+@contextmanager
+def production_command(tmp_path: Path, base: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`gunicorn -c deploy/gunicorn.conf.py` started in `tmp_path` (its `.env` written by the caller), logging to
+    `tmp_path/gunicorn.log`; yields once it answers `base/healthz`, stops it when the block ends."""
+    with (tmp_path / "gunicorn.log").open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", CONFIG], cwd=tmp_path,
+                                   env=operator_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def healthy() -> bool:
+            assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
+            try:
+                return requests.get(base + "/healthz", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(healthy, timeout=60, what="the production command to answer /healthz")
+        yield process
+    finally:
+        stop(process)
 
 
 def test_a_bad_setting_in_env_stops_the_production_command_once_with_one_line_naming_it(tmp_path: Path) -> None:
@@ -46,25 +69,10 @@ def test_the_production_command_reads_env_from_where_it_is_started(tmp_path: Pat
         (tmp_path / ".env").write_text(f"STRIPE_SECRET_KEY={STRIPE_KEY}\nSTRIPE_API_BASE={stripe.base_url}\n"
                                        f"INTAKE_TOKEN={INTAKE_TOKEN}\nDATABASE_URL=sqlite:///{tmp_path}/refunds.db\n"
                                        f"GUNICORN_BIND=127.0.0.1:{port}\nWEB_CONCURRENCY=1\n")
-        with (tmp_path / "gunicorn.log").open("wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", CONFIG],
-                                       cwd=tmp_path, env=operator_env(), stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
-        try:
-            base = f"http://127.0.0.1:{port}"
-
-            def healthy() -> bool:
-                assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
-                try:
-                    return requests.get(base + "/healthz", timeout=2).status_code == 200
-                except requests.RequestException:
-                    return False
-
-            wait_until(healthy, timeout=60, what="the production command to answer /healthz")
-            answer = requests.post(base + "/refund-request", json={"charge_id": charge["id"], "amount": 500},
+        with production_command(tmp_path, f"http://127.0.0.1:{port}"):
+            answer = requests.post(f"http://127.0.0.1:{port}/refund-request",
+                                   json={"charge_id": charge["id"], "amount": 500},
                                    headers={"Authorization": f"Bearer {INTAKE_TOKEN}"}, timeout=30)
-        finally:
-            stop(process)
         assert answer.status_code == 200, answer.text
         assert stripe.refund_creations() == 1
     assert (tmp_path / "refunds.db").exists()
