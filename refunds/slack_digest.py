@@ -45,9 +45,12 @@ _ROUTINE_DUE = (outbox.c.kind.in_(ROUTINE_KINDS) & outbox.c.delivered_at.is_(Non
                 & (outbox.c.claimed_until.is_(None) | (outbox.c.claimed_until <= bindparam("b_now")))
                 & (outbox.c.request_id.is_(None) | (store.OLDER_PENDING == 0)))
 _MORE_THAN = select(outbox.c.id).where(_ROUTINE_DUE).offset(bindparam("b_after")).limit(1)
-# Only messages due now are folded: one whose digest Slack refused or throttled waits out its backoff (and
-# Slack's Retry-After) like any other message, instead of going out again in the next pass's digest.
-_CLAIM = (select(outbox).where(_ROUTINE_DUE, outbox.c.next_attempt_at <= bindparam("b_now")).order_by(outbox.c.id)
+# A message whose last digest Slack refused or throttled waits out that digest's backoff (and Slack's
+# Retry-After) before it is folded again; one Slack throttled on its own may be folded at once.
+DIGEST_ERROR = "digest: "
+_NOT_HELD_BY_A_DIGEST = ((outbox.c.next_attempt_at <= bindparam("b_now")) | outbox.c.last_error.is_(None)
+                         | ~outbox.c.last_error.startswith(DIGEST_ERROR))
+_CLAIM = (select(outbox).where(_ROUTINE_DUE, _NOT_HELD_BY_A_DIGEST).order_by(outbox.c.id)
           .limit(DIGEST_LIMIT).with_for_update(skip_locked=True))
 _LEASE = (update(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
           .values(claimed_until=bindparam("b_until"), attempts=outbox.c.attempts + 1))
@@ -82,7 +85,7 @@ def fold_routine(db: Database, post: BodyPoster, *, after: int, now: datetime, c
             wait = max(wait, exc.retry_after)
         with db.transaction() as conn:
             for message in messages:
-                store.mark_failed(conn, message.id, retry_at=clock() + wait, error=f"digest: {exc}")
+                store.mark_failed(conn, message.id, retry_at=clock() + wait, error=f"{DIGEST_ERROR}{exc}")
         throttled = isinstance(exc, DeliveryFailed) and exc.throttled
         log.log(logging.WARNING if throttled else logging.ERROR, "slack digest of %d messages not delivered, "
                 "next attempt in %ss: %s", len(messages), int(wait.total_seconds()), exc)
