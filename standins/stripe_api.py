@@ -795,6 +795,8 @@ class StripeStandIn(StandInServerBase):
         with self._lock:
             fault = self._take_fault(method, path)
             record["fault"] = fault.action if fault else None
+            # Taken with the record, so a release_slow() once the request is seen reaches it.
+            release = self._slow_release
             self._requests.append(record)
             limited = fault is None and method == "POST" and self._write_limit is not None \
                 and not self._write_limit.take(time.monotonic())
@@ -814,7 +816,7 @@ class StripeStandIn(StandInServerBase):
                 saved=False, headers={"Stripe-Should-Retry": "false"}))
         else:
             executing = fault.delay if fault is not None and fault.action == "slow" else 0.0
-            reply = self._respond(method, path, params, idempotency_key, presented_key, authorized, executing)
+            reply = self._respond(method, path, params, idempotency_key, presented_key, authorized, executing, release)
         replayed = reply.headers.get("Idempotent-Replayed") == "true"
         if fault is not None and fault.action == "drop_after":
             with self._lock:
@@ -845,6 +847,7 @@ class StripeStandIn(StandInServerBase):
         presented_key: str | None,
         authorized: bool,
         executing: float = 0.0,
+        release: threading.Event | None = None,
     ) -> _Reply:
         if not authorized:
             return self._error_reply(_auth_error(presented_key))
@@ -870,9 +873,9 @@ class StripeStandIn(StandInServerBase):
                 return self._execute(endpoint, args, params, idempotency_key, fingerprint)
             if idempotency_key:
                 self._executing.add(idempotency_key)
-            release = self._slow_release
         try:
-            self._sleep_until(release, executing)  # "slow": executing for a while, holding the key, not the lock
+            # "slow": executing for a while, holding the key, not the lock
+            self._sleep_until(release or self._slow_release, executing)
         finally:
             with self._lock:
                 if idempotency_key:
