@@ -40,7 +40,7 @@ from .stripe_gateway import ChargeInfo
 from .transition import LostRace, Message, transition
 
 __all__ = ["advance", "advance_by_id", "check_refundable", "new_request", "read_charge", "request_refund",
-           "retry_due"]
+           "retry_due", "stripe_key"]
 
 
 def request_refund(ctx: Context, command: RefundCommand, *, idempotency_key: str | None = None,
@@ -55,16 +55,14 @@ def request_refund(ctx: Context, command: RefundCommand, *, idempotency_key: str
     """
     check_reason(command.reason, ctx.policy)
     fingerprint = command.fingerprint()
-    if idempotency_key is not None:
-        replay = _replay(ctx, idempotency_key, fingerprint)
-        if replay is not None:
-            return replay
     try:
+        # Recorded at once, not looked up first: a new key (nearly every request) then costs no read. A key
+        # already used (a retry, or a concurrent duplicate that won the race) fails the insert's unique
+        # constraint, and that transaction rolls back having changed nothing.
         request = _receive(ctx, command, fingerprint, idempotency_key, channel)
     except IntegrityError:
         if idempotency_key is None:
             raise
-        # A concurrent duplicate won the race to insert: answer as it does.
         replay = _replay(ctx, idempotency_key, fingerprint)
         assert replay is not None
         return replay
@@ -87,14 +85,19 @@ def _receive(ctx: Context, command: RefundCommand, fingerprint: str, idempotency
     del values["id"]
     with ctx.db.transaction() as conn:
         request_id = store.insert_request(conn, values)
-        # Derived from our own request id and stored before any Stripe call: every retry, restart or worker
-        # sends this same key. The suffix keeps two databases (staging and production on one Stripe
-        # account) from ever sharing a key.
-        key = f"refund-request-{request_id}-{secrets.token_hex(6)}"
-        store.set_stripe_key(conn, request_id, key)
         store.add_audit(conn, request_id, at=now, action="requested", actor=command.requested_by or INTAKE.name,
                         channel=channel)
-    return dataclasses.replace(received, id=request_id, stripe_idempotency_key=key)
+    return dataclasses.replace(received, id=request_id)
+
+
+def stripe_key(request: RefundRequest) -> str:
+    """The idempotency key Stripe will see for `request`: the one stored, else a new one to store.
+
+    Derived from our own request id and stored when the request is decided, before any call that could refund:
+    every retry, restart or worker then sends this same key. The suffix keeps two databases (staging and
+    production on one Stripe account) from ever sharing a key.
+    """
+    return request.stripe_idempotency_key or f"refund-request-{request.id}-{secrets.token_hex(6)}"
 
 
 def new_request(ctx: Context, command: RefundCommand, fingerprint: str, idempotency_key: str | None) -> RefundRequest:
@@ -234,6 +237,7 @@ def _route(ctx: Context, conn: Connection, request: RefundRequest, charge: Charg
     decided: dict[str, Any] = {
         "charge_id": charge.charge_id, "amount": refund.amount, "currency": refund.currency,
         **decided_by_policy.columns, "error_code": None, "error_message": None,
+        "stripe_idempotency_key": stripe_key(request),
     }
     if decision.action is Action.AUTO_APPROVE:
         return transition(conn, request, RequestStatus.EXECUTING, at=now, actor="policy", channel="api",

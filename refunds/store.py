@@ -47,7 +47,7 @@ __all__ = ["OLDER_PENDING", "SLACK_CLICK",
            "get_request_by_idempotency_key", "insert_log", "insert_pending", "insert_request", "link_used",
            "list_pending", "lock_pending", "log_rows_for_request", "mark_click_decided", "mark_dead",
            "mark_delivered", "mark_escalated", "mark_failed", "note_charge", "record_click", "record_event",
-           "release", "reschedule", "reserve", "set_log_status", "set_stripe_key", "stale_pending",
+           "release", "reschedule", "reserve", "set_log_status", "stale_pending",
            "touch_log_check", "trace_ids", "unrefund", "unsettled_refunds", "update_request", "use_link"]
 
 # The advisory lock key that serialises queueing on PostgreSQL (see `insert_pending`): any fixed 64-bit number.
@@ -87,11 +87,6 @@ def insert_request(conn: Connection, values: dict[str, Any]) -> int:
     request_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
     assert request_id is not None
     return int(request_id)
-
-
-def set_stripe_key(conn: Connection, request_id: int, key: str) -> None:
-    """Store the idempotency key Stripe will see for this request, every time it is sent."""
-    conn.execute(_UPDATE_REQUEST, {"b_id": request_id, "stripe_idempotency_key": key})
 
 
 def update_request(conn: Connection, request_id: int, *, expect_status: RequestStatus, **values: Any) -> bool:
