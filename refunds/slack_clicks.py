@@ -87,7 +87,7 @@ def decide_due(service: RefundService, *, reply_timeout_seconds: int, limit: int
         except Exception as exc:
             wait = backoff(service.retry_backoff, attempt, cap=CLICK_BACKOFF_CAP)
             with service.db.transaction() as conn:
-                store.mark_failed(conn, click_id, retry_at=service.clock() + wait, error=type(exc).__name__)
+                store.mark_failed(conn, [click_id], retry_at=service.clock() + wait, error=type(exc).__name__)
             log.exception("slack click %s (attempt %s) failed; next attempt in %ss", click_id, attempt,
                           int(wait.total_seconds()))
             continue

@@ -84,16 +84,14 @@ def fold_routine(db: Database, post: BodyPoster, *, after: int, now: datetime, c
         if isinstance(exc, DeliveryFailed) and exc.retry_after is not None:
             wait = max(wait, exc.retry_after)
         with db.transaction() as conn:
-            for message in messages:
-                store.mark_failed(conn, message.id, retry_at=clock() + wait, error=f"{DIGEST_ERROR}{exc}")
+            store.mark_failed(conn, [m.id for m in messages], retry_at=clock() + wait, error=f"{DIGEST_ERROR}{exc}")
         throttled = isinstance(exc, DeliveryFailed) and exc.throttled
         log.log(logging.WARNING if throttled else logging.ERROR, "slack digest of %d messages not delivered, "
                 "next attempt in %ss: %s", len(messages), int(wait.total_seconds()), exc)
         return 0
     at = clock()
     with db.transaction() as conn:
-        for message in messages:
-            store.mark_delivered(conn, message.id, at)
+        store.mark_delivered(conn, [m.id for m in messages], at)
     log.info("slack digest delivered for %d messages", len(messages))
     return len(messages)
 

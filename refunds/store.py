@@ -8,7 +8,7 @@ frozen records of `records.py`. A request's status is only ever changed through 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -399,7 +399,7 @@ _DUE_MESSAGES = (
 )
 _CLAIM_MESSAGES = (update(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
                    .values(claimed_until=bindparam("b_until"), attempts=outbox.c.attempts + 1))
-_MARK_DELIVERED = (update(outbox).where(outbox.c.id == bindparam("b_id"))
+_MARK_DELIVERED = (update(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
                    .values(delivered_at=bindparam("b_at"), claimed_until=None, last_error=None))
 
 
@@ -480,18 +480,21 @@ def trace_ids(conn: Connection, request_ids: Collection[int]) -> dict[int, str]:
     return {row.id: row.trace_id for row in conn.execute(_TRACE_IDS, {"b_ids": list(request_ids)})}
 
 
-def mark_delivered(conn: Connection, message_id: int, at: datetime) -> None:
-    conn.execute(_MARK_DELIVERED, {"b_id": message_id, "b_at": at})
+def mark_delivered(conn: Connection, message_ids: Sequence[int], at: datetime) -> None:
+    """Mark messages delivered, in one statement (a digest marks thousands)."""
+    if message_ids:
+        conn.execute(_MARK_DELIVERED, {"b_ids": list(message_ids), "b_at": at})
 
 
-_MARK_FAILED = (update(outbox).where(outbox.c.id == bindparam("b_id"))
+_MARK_FAILED = (update(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
                 .values(next_attempt_at=bindparam("b_retry_at"), claimed_until=None, last_error=bindparam("b_error")))
 _MARK_DEAD = (update(outbox).where(outbox.c.id == bindparam("b_id"))
               .values(dead_at=bindparam("b_at"), claimed_until=None, last_error=bindparam("b_error")))
 
 
-def mark_failed(conn: Connection, message_id: int, *, retry_at: datetime, error: str) -> None:
-    conn.execute(_MARK_FAILED, {"b_id": message_id, "b_retry_at": retry_at, "b_error": error[:1000]})
+def mark_failed(conn: Connection, message_ids: Sequence[int], *, retry_at: datetime, error: str) -> None:
+    """Reschedule messages (or clicks) not delivered, in one statement, with why."""
+    conn.execute(_MARK_FAILED, {"b_ids": list(message_ids), "b_retry_at": retry_at, "b_error": error[:1000]})
 
 
 def mark_dead(conn: Connection, message_id: int, *, at: datetime, error: str) -> None:

@@ -100,7 +100,7 @@ def _deliver(db: Database, notifier: Notifier, message: OutboxMessage, *, clock:
         if exc.retry_after is not None:
             wait = max(wait, min(exc.retry_after, RETRY_AFTER_CAP))
         with db.transaction() as conn:
-            store.mark_failed(conn, message.id, retry_at=clock() + wait, error=str(exc))
+            store.mark_failed(conn, [message.id], retry_at=clock() + wait, error=str(exc))
         # Anything but a rate limit means Slack is down or the webhook is broken: ops must see it.
         log.log(logging.WARNING if exc.throttled else logging.ERROR,
                 "slack message %s (%s, request %s) not delivered, next attempt in %ss: %s",
@@ -114,8 +114,7 @@ def _record_delivered(db: Database, message_ids: Sequence[int], at: datetime) ->
     """Mark `message_ids` delivered, in one transaction (none when there are none)."""
     if message_ids:
         with db.transaction() as conn:
-            for message_id in message_ids:
-                store.mark_delivered(conn, message_id, at)
+            store.mark_delivered(conn, message_ids, at)
 
 
 class Worker:
