@@ -19,8 +19,6 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, Protocol
 
-from slack_sdk.webhook import WebhookClient
-
 from . import slack_text
 from .money import Money
 
@@ -345,6 +343,9 @@ class SlackNotifier(_MessageMaker):
                  escalate_after: timedelta | None = None) -> None:
         super().__init__(base_url=base_url, approval_links=approval_links,
                          escalation_mention=escalation_mention, escalate_after=escalate_after)
+        # Imported here, not at the top: slack_sdk costs each worker ~2 MB, and a service without Slack never needs it.
+        from slack_sdk.webhook import WebhookClient
+
         self._client = WebhookClient(webhook_url, timeout=timeout_seconds, logger=quiet_client_log)
 
     def send(self, kind: str, facts: dict[str, Any]) -> None:

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from slack_sdk.webhook import WebhookClient
 from sqlalchemy import Connection
 
 from . import approvers, slack_text, store
@@ -219,6 +218,9 @@ class SlackReply:
     def _post(self, body: dict[str, Any]) -> None:
         if self._url is None:
             return
+        # Imported here, not at the top: slack_sdk costs each worker ~2 MB, and a service without Slack never needs it.
+        from slack_sdk.webhook import WebhookClient
+
         try:
             response = WebhookClient(self._url, timeout=self._timeout, logger=quiet_client_log).send_dict(body)
         except Exception as exc:  # noqa: BLE001 - urllib raises many types; the message may name the URL

@@ -100,19 +100,23 @@ def build_digest(messages: Sequence[OutboxMessage], now: datetime) -> dict[str, 
     """One Slack body for `messages` (routine kinds): a summary line with the totals by currency, then a
     line per refund for the oldest DIGEST_LINES, over as many sections as Slack's 3,000 characters need,
     within its 50 blocks; the rest (and lines that do not fit) are counted in "…and N more"."""
-    facts = [json.loads(m.payload) for m in messages]
     totals: dict[str, int] = defaultdict(int)
-    for fact in facts:
+    lines: list[str] = []
+    # One payload parsed at a time: a digest folds up to DIGEST_LIMIT messages, and all their parsed
+    # payloads at once took about 8 MB, which the worker's process then kept (issue 8: RSS per worker).
+    for message in messages:
+        fact = json.loads(message.payload)
         totals[str(fact["currency"])] += int(fact["amount"])
+        if len(lines) < DIGEST_LINES:
+            lines.append(_line(fact))
     oldest = min(m.created_at for m in messages)
     amounts = ", ".join(str(Money(amount, currency)) for currency, amount in sorted(totals.items()))
     kinds = " or ".join(sorted({"auto-approved" if m.kind == "auto_approved" else "approved" for m in messages}))
     span = now - oldest
     since = "minute" if span <= timedelta(minutes=1) else duration(span)
     summary = f"{len(messages)} refunds {kinds} in the last {since}, {amounts}"
-    lines = [_line(fact) for fact in facts[:DIGEST_LINES]]
-    if len(facts) > DIGEST_LINES:
-        lines.append(f"…and {len(facts) - DIGEST_LINES} more")
+    if len(messages) > DIGEST_LINES:
+        lines.append(f"…and {len(messages) - DIGEST_LINES} more")
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": "Refunds made", "emoji": True}},
         _section(slack_text.fit(f"*{slack_text.escape(summary)}*", slack_text.SECTION_TEXT)),

@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from flask import Blueprint, Response, current_app, request
-from slack_sdk.signature import SignatureVerifier
 
 from . import json_body, limits, slack_clicks
 from .config import Settings
@@ -67,6 +66,9 @@ def slack_interactions() -> Response:
 
 def signed_by_slack(secret: str, body: bytes, timestamp: str | None, signature: str | None) -> bool:
     """True when Slack signed `body` with `secret` less than 5 minutes ago (either way)."""
+    # Imported here, not at the top: slack_sdk costs each worker ~2 MB, and a service without Slack never needs it.
+    from slack_sdk.signature import SignatureVerifier
+
     try:
         return SignatureVerifier(secret).is_valid(body=body, timestamp=timestamp, signature=signature)
     except Exception:  # noqa: BLE001 - a non-integer timestamp, a body that is not UTF-8...: all mean "not signed"

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Integer, Table, bindparam, case, func, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from .dialects import ByDialect
 from .records import (
     ApprovalEntry,
     ApproverRecord,
@@ -173,10 +173,10 @@ def lock_pending(conn: Connection, pending_id: int) -> PendingRefund | None:
     return PendingRefund.maybe(conn.execute(_LOCK_PENDING, {"b_id": pending_id}).first())
 
 
-def _insert_or_skip(table: Table, *unique: Any) -> dict[str, Any]:
+def _insert_or_skip(table: Table, *unique: Any) -> ByDialect[Any]:
     """By dialect name: INSERT ... ON CONFLICT (`unique`) DO NOTHING RETURNING the first unique column."""
-    return {name: dialect.insert(table).on_conflict_do_nothing(index_elements=list(unique)).returning(unique[0])
-            for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
+    return ByDialect(lambda dialect: dialect.insert(table).on_conflict_do_nothing(index_elements=list(unique))
+                     .returning(unique[0]))
 
 
 _ADD_APPROVAL = _insert_or_skip(approvals, approvals.c.request_id, approvals.c.approver)
@@ -513,7 +513,7 @@ def _note_charge(dialect: Any) -> Any:
     )
 
 
-_NOTE_CHARGE = {"postgresql": _note_charge(postgresql), "sqlite": _note_charge(sqlite)}
+_NOTE_CHARGE = ByDialect(_note_charge)
 _LEDGER = charge_ledger.c
 _AMOUNT = bindparam("b_amount", type_=Integer)
 _ALREADY_REFUNDED = case((_LEDGER.refunded > _LEDGER.stripe_refunded, _LEDGER.refunded),

@@ -148,3 +148,15 @@ def test_a_start_on_a_migrated_database_does_not_load_alembic(tmp_path: Path) ->
     started = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=60, check=False)
     assert (started.returncode, started.stdout.strip()) == (0, "[]"), started.stderr
+
+
+def test_a_service_on_sqlite_without_slack_loads_neither_the_postgresql_dialect_nor_slack_sdk(tmp_path: Path) -> None:
+    # Each costs every gunicorn worker about 2 MB of resident memory (issue 8: RSS per worker). Migrated
+    # first, as before a deploy's workers start: alembic itself loads the dialects.
+    assert cli(tmp_path, "db", "upgrade").returncode == 0
+    probe = ("import sys, app; app.create_app(); print(' '.join(m for m in sys.modules "
+             "if m.startswith(('sqlalchemy.dialects.postgresql', 'slack_sdk'))))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=service_env(tmp_path),
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == []

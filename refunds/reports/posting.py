@@ -3,8 +3,6 @@ worker's scheduled post."""
 
 from __future__ import annotations
 
-from slack_sdk.webhook import WebhookClient
-
 from ..notifier import quiet_client_log
 from .model import DailyReport
 from .slack import slack_message
@@ -24,6 +22,9 @@ class ReportNotPosted(Exception):
 def post_report(webhook_url: str, report: DailyReport, *, timeout_seconds: int) -> None:
     """Send `report` as one Slack message. Raises `ReportNotPosted` unless Slack answers 200, and what
     the HTTP client raises (a timeout, a refused connection) as it raises it."""
+    # Imported here, not at the top: slack_sdk costs each worker ~2 MB, and a service without Slack never needs it.
+    from slack_sdk.webhook import WebhookClient
+
     body = slack_message(report)
     client = WebhookClient(webhook_url, timeout=timeout_seconds, logger=quiet_client_log)
     response = client.send(text=body["text"], blocks=body["blocks"])

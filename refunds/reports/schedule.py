@@ -21,10 +21,10 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, bindparam, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..config import Settings
 from ..db import Database
+from ..dialects import ByDialect
 from ..tables import UTCDateTime, report_posts
 from .daily import daily_report
 from .posting import post_report
@@ -37,8 +37,8 @@ CATCH_UP_DAYS = 7
 REPORT_LEASE = timedelta(minutes=5)
 
 _rp = report_posts
-_CLAIM = {name: dialect.insert(_rp).on_conflict_do_nothing(index_elements=[_rp.c.day]).returning(_rp.c.day)
-          for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
+_CLAIM = ByDialect(lambda dialect: dialect.insert(_rp).on_conflict_do_nothing(index_elements=[_rp.c.day])
+                   .returning(_rp.c.day))
 _TAKE_OVER = (update(_rp)
               .where(_rp.c.day == bindparam("b_day"), _rp.c.posted_at.is_(None),
                      _rp.c.claimed_at <= bindparam("b_stale", type_=UTCDateTime()))

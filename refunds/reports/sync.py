@@ -14,9 +14,9 @@ from itertools import islice
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..db import Database
+from ..dialects import ByDialect
 from ..stripe_gateway import ListedCharge, ListedRefund
 from ..tables import refund_log, refund_requests, stripe_charges
 
@@ -46,8 +46,7 @@ def _insert(dialect: Any) -> Any:
     return dialect.insert
 
 
-_LOG_REFUND = {name: _insert(d)(refund_log).on_conflict_do_nothing(index_elements=["refund_id"])
-               for name, d in (("sqlite", sqlite), ("postgresql", postgresql))}
+_LOG_REFUND = ByDialect(lambda d: _insert(d)(refund_log).on_conflict_do_nothing(index_elements=["refund_id"]))
 
 
 def _upsert_charge(dialect: Any) -> Any:
@@ -63,7 +62,7 @@ def _upsert_charge(dialect: Any) -> Any:
     })
 
 
-_CACHE_CHARGE = {name: _upsert_charge(d) for name, d in (("sqlite", sqlite), ("postgresql", postgresql))}
+_CACHE_CHARGE = ByDialect(_upsert_charge)
 
 
 def import_refunds(db: Database, refunds: Iterable[ListedRefund]) -> SyncResult:
