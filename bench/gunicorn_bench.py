@@ -19,7 +19,9 @@ threads = int(os.environ.get("BENCH_THREADS", "1"))
 accesslog = None
 errorlog = "-"
 loglevel = "warning"
-timeout = 30
+# Long enough for an app stopped while another is measured (bench/run.py `alone`: up to a minute and a half):
+# with the default 30 s, the master would take its workers' silence for a hang and restart them.
+timeout = 300
 graceful_timeout = 5
 # The load tool opens many connections at once at 8 connections with sync workers (which close
 # each connection after its answer); the default backlog is ample, said here to be explicit.
